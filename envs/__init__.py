@@ -1,0 +1,1 @@
+"""The environment library shipped with openenv-ws: one package per environment."""

@@ -1,0 +1,44 @@
+"""openenv-ws: an async WebSocket session runtime for long, multi-turn RL agent episodes."""
+
+from .client import EnvSession, SyncEnvSession, connect, connect_sync
+from .env import Action, Environment, Observation, State, StepResult, SyncEnvironment
+from .errors import (
+    CapacityError,
+    EnvError,
+    EpisodeStateError,
+    OpenEnvWSError,
+    ProtocolError,
+    RequestTimeoutError,
+    SandboxCrashedError,
+    SandboxStartError,
+    SessionLostError,
+    UnknownEnvError,
+    ValidationError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Action",
+    "CapacityError",
+    "EnvError",
+    "EnvSession",
+    "Environment",
+    "EpisodeStateError",
+    "Observation",
+    "OpenEnvWSError",
+    "ProtocolError",
+    "RequestTimeoutError",
+    "SandboxCrashedError",
+    "SandboxStartError",
+    "SessionLostError",
+    "State",
+    "StepResult",
+    "SyncEnvSession",
+    "SyncEnvironment",
+    "UnknownEnvError",
+    "ValidationError",
+    "__version__",
+    "connect",
+    "connect_sync",
+]

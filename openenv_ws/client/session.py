@@ -1,0 +1,393 @@
+"""The client's view of one episode: ``connect()`` and :class:`EnvSession`.
+
+Every request gets the next sequence number and is matched to its reply by that number,
+so a call that timed out never hands its late reply to the next call. When the socket
+drops, a reader task reconnects (bounded attempts with backoff), resumes the session
+with its token, and sends again every request still unanswered; the server applies each
+number once, so nothing is lost and nothing is applied twice.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import anyio.abc
+
+from ..env import StepResult
+from ..errors import (
+    OpenEnvWSError,
+    ProtocolError,
+    RequestTimeoutError,
+    SessionLostError,
+    from_frame,
+)
+from ..protocol import (
+    Close,
+    Closed,
+    Error,
+    Event,
+    Frame,
+    GetState,
+    Open,
+    Opened,
+    Ping,
+    Pong,
+    ProtocolViolation,
+    Reset,
+    Result,
+    ServerFrame,
+    StateReply,
+    Step,
+    decode_server,
+    encode,
+    json_to_msgpack,
+    msgpack_to_json,
+    pack,
+    unpack,
+)
+from .transport import ConnectionLost, WebSocket
+
+SESSIONS_PATH = "/v1/sessions"
+
+EventCallback = Callable[[Any], Any]
+
+
+def sessions_url(url: str) -> str:
+    """Accept ``ws://host:port``, ``http://host:port`` or a full socket URL."""
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    path = parts.path if parts.path not in ("", "/") else SESSIONS_PATH
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+@dataclass(eq=False)
+class _Call:
+    seq: int
+    data: bytes | str
+    on_event: EventCallback | None
+    done: anyio.Event
+    generation: int = -1  # the connection it was last sent on
+    events_seen: int = 0
+    reply: ServerFrame | None = None
+    error: OpenEnvWSError | None = None
+
+
+class EnvSession:
+    """One remote episode. Create it with :func:`connect`."""
+
+    def __init__(
+        self,
+        url: str,
+        env: str | None = None,
+        *,
+        options: dict[str, Any] | None = None,
+        encoding: str = "msgpack",
+        observation_type: Any = None,
+        state_type: Any = None,
+        request_timeout: float | None = 300.0,
+        connect_timeout: float = 30.0,
+        reconnect_attempts: int = 8,
+        backoff: float = 0.05,
+        max_backoff: float = 2.0,
+        max_in_flight: int = 8,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if encoding not in ("msgpack", "json"):
+            raise ValueError("encoding must be 'msgpack' or 'json'")
+        self.url = sessions_url(url)
+        self.env = env
+        self.options = options or {}
+        self.json = encoding == "json"
+        self.observation_type = observation_type if observation_type is not None else Any
+        self.state_type = state_type if state_type is not None else Any
+        self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
+        self.reconnect_attempts = reconnect_attempts
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.headers = headers or {}
+        self.session_id: str | None = None
+        self.env_name: str | None = None
+        self.backend: str | None = None
+        self.action_schema: dict[str, Any] = {}
+        self.observation_schema: dict[str, Any] = {}
+        self.reconnects = 0
+        self._resume_token = ""
+        self._ws: WebSocket | None = None
+        self._generation = 0
+        self._seq = 0
+        self._last_seen = 0
+        self._pending: dict[int, _Call] = {}
+        self._failure: OpenEnvWSError | None = None
+        self._closed = False
+        self._closing = False
+        self._ready = anyio.Event()
+        self._order = anyio.Lock()
+        self._in_flight = anyio.Semaphore(max_in_flight)
+
+    # ------------------------------------------------------------ public API
+
+    async def reset(
+        self,
+        seed: int | None = None,
+        options: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> StepResult:
+        return self._result(await self._request(Reset(seed=seed, options=options), timeout))
+
+    async def step(
+        self, action: Any, *, timeout: float | None = None, on_event: EventCallback | None = None
+    ) -> StepResult:
+        """Apply one action (a dict or the env's Action Struct). ``on_event`` gets streamed events."""
+        return self._result(await self._request(Step(action=pack(action)), timeout, on_event))
+
+    async def state(self, *, timeout: float | None = None) -> Any:
+        reply = await self._request(GetState(), timeout)
+        assert isinstance(reply, StateReply)
+        return unpack(reply.state, self.state_type)
+
+    async def ping(self, *, timeout: float | None = None) -> None:
+        await self._request(Ping(), timeout)
+
+    async def close(self, *, timeout: float = 10.0) -> None:
+        """End the episode on the server (its sandbox is stopped) and close the socket."""
+        if self._closed:
+            return
+        self._closing = True
+        try:
+            if self._failure is None and self.session_id is not None:
+                await self._request(Close(), timeout)
+        except OpenEnvWSError:
+            pass
+        finally:
+            self._closed = True
+            if self._ws is not None:
+                await self._ws.aclose()
+
+    @property
+    def failed(self) -> OpenEnvWSError | None:
+        """The error that ended this session, if one did."""
+        return self._failure
+
+    # ------------------------------------------------------------ requests
+
+    def _encode(self, frame: Frame) -> bytes | str:
+        data = encode(frame)
+        return msgpack_to_json(data) if self.json else data
+
+    def _decode(self, message: bytes | str) -> ServerFrame:
+        try:
+            data = json_to_msgpack(message) if isinstance(message, str) else message
+            return decode_server(data)
+        except ProtocolViolation as exc:
+            raise ProtocolError(f"server sent a malformed frame: {exc}") from None
+
+    async def _request(self, frame: Frame, timeout: float | None, on_event: EventCallback | None = None) -> ServerFrame:
+        if self._failure is not None:
+            raise self._failure
+        if self._closed:
+            raise SessionLostError("the session is closed")
+        timeout = self.request_timeout if timeout is None else timeout
+        call: _Call | None = None
+        try:
+            with anyio.fail_after(timeout):
+                async with self._in_flight:
+                    async with self._order:  # numbers are given and sent in one order
+                        await self._ready.wait()
+                        if self._failure is not None:
+                            raise self._failure
+                        self._seq += 1
+                        frame.seq = self._seq
+                        call = _Call(self._seq, self._encode(frame), on_event, anyio.Event())
+                        self._pending[call.seq] = call
+                        await self._send(call)
+                    await call.done.wait()
+        except TimeoutError:
+            what = type(frame).__name__.lower()
+            raise RequestTimeoutError(f"no reply to {what} (seq {frame.seq}) within {timeout}s") from None
+        finally:
+            if call is not None:
+                self._pending.pop(call.seq, None)
+        if call.error is not None:
+            raise call.error
+        reply = call.reply
+        if isinstance(reply, Error):
+            exc = from_frame(reply)
+            if exc.fatal:
+                self._fail(exc)
+            raise exc
+        if isinstance(reply, Closed) and not isinstance(frame, Close):
+            exc = SessionLostError(f"session closed by the server: {reply.reason}")
+            self._fail(exc)
+            raise exc
+        return reply  # type: ignore[return-value]
+
+    async def _send(self, call: _Call) -> None:
+        """Send on the current connection unless already sent there; a lost socket is the reader's job."""
+        ws = self._ws
+        if ws is None or call.generation == self._generation:
+            return
+        call.generation = self._generation
+        try:
+            await ws.send(call.data)
+        except ConnectionLost:
+            pass
+
+    def _result(self, reply: ServerFrame) -> StepResult:
+        assert isinstance(reply, Result)
+        return StepResult(
+            observation=unpack(reply.observation, self.observation_type),
+            reward=reply.reward,
+            terminated=reply.terminated,
+            truncated=reply.truncated,
+            info=unpack(reply.info) or {},
+        )
+
+    def _fail(self, exc: OpenEnvWSError) -> None:
+        if self._failure is None:
+            self._failure = exc
+        for call in list(self._pending.values()):
+            if not call.done.is_set():
+                call.error = exc
+                call.done.set()
+        self._ready.set()  # waiters wake up and see the failure
+
+    # ------------------------------------------------------------ connection and reader
+
+    async def _handshake(self, open_frame: Open) -> tuple[WebSocket, Opened]:
+        ws = await WebSocket.connect(self.url, headers=self.headers)
+        try:
+            await ws.send(self._encode(open_frame))
+            while True:
+                reply = self._decode(await ws.receive())
+                if isinstance(reply, Opened):
+                    return ws, reply
+                if isinstance(reply, Error):
+                    raise from_frame(reply)
+        except BaseException:
+            await ws.aclose()
+            raise
+
+    async def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Open the session and start its reader in ``task_group``."""
+        frame = Open(env=self.env, options=self.options)
+        try:
+            with anyio.fail_after(self.connect_timeout):
+                ws, opened = await self._handshake(frame)
+        except TimeoutError:
+            raise RequestTimeoutError(f"no session opened within {self.connect_timeout}s") from None
+        except ConnectionLost as exc:
+            raise SessionLostError(f"cannot open a session at {self.url}: {exc}") from None
+        self._ws = ws
+        self.session_id = opened.session_id
+        self.env_name = opened.env
+        self.backend = opened.backend
+        self._resume_token = opened.resume_token
+        self.action_schema = unpack(opened.action_schema) or {}
+        self.observation_schema = unpack(opened.observation_schema) or {}
+        self._ready.set()
+        task_group.start_soon(self._read)
+
+    async def _read(self) -> None:
+        while True:
+            ws = self._ws
+            assert ws is not None
+            try:
+                message = await ws.receive()
+            except ConnectionLost:
+                if self._closing or self._failure is not None:
+                    return
+                if not await self._reconnect():
+                    return
+                continue
+            try:
+                frame = self._decode(message)
+            except ProtocolError as exc:
+                self._fail(exc)
+                return
+            await self._dispatch(frame)
+
+    async def _dispatch(self, frame: ServerFrame) -> None:
+        if isinstance(frame, Event):
+            call = self._pending.get(frame.seq)
+            if call is not None and frame.index >= call.events_seen:
+                call.events_seen = frame.index + 1
+                if call.on_event is not None:
+                    outcome = call.on_event(unpack(frame.data))
+                    if inspect.isawaitable(outcome):
+                        await outcome
+            return
+        if frame.seq == 0:
+            # Not an answer: the server ended the session (sandbox crash, shutdown, idle).
+            if isinstance(frame, Error):
+                self._fail(from_frame(frame))
+            elif isinstance(frame, Closed):
+                self._fail(SessionLostError(f"session closed by the server: {frame.reason}"))
+            return
+        call = self._pending.get(frame.seq)
+        if call is None or call.done.is_set():
+            return  # a late reply to a call that timed out, or a repeat
+        call.reply = frame
+        if not isinstance(frame, Pong):
+            self._last_seen = max(self._last_seen, frame.seq)
+        call.done.set()
+
+    async def _reconnect(self) -> bool:
+        """Resume on a new socket and resend every unanswered request, in order."""
+        self._ready = anyio.Event()
+        delay = self.backoff
+        last_error: Exception | None = None
+        for _ in range(self.reconnect_attempts):
+            frame = Open(
+                session_id=self.session_id,
+                resume_token=self._resume_token,
+                last_seen=self._last_seen,
+            )
+            try:
+                with anyio.fail_after(self.connect_timeout):
+                    ws, _ = await self._handshake(frame)
+            except (ConnectionLost, OSError, TimeoutError) as exc:
+                last_error = exc
+                await anyio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff)
+                continue
+            except OpenEnvWSError as exc:
+                self._fail(exc)
+                return False
+            old, self._ws = self._ws, ws
+            self._generation += 1
+            self.reconnects += 1
+            if old is not None:
+                await old.aclose()
+            for call in sorted(self._pending.values(), key=lambda c: c.seq):
+                await self._send(call)
+            self._ready.set()
+            return True
+        self._fail(SessionLostError(f"could not resume after {self.reconnect_attempts} attempts: {last_error}"))
+        return False
+
+
+@asynccontextmanager
+async def connect(url: str, env: str | None = None, **options: Any) -> AsyncIterator[EnvSession]:
+    """Open a session on the server at ``url`` and close it (and its sandbox) on exit.
+
+    Options are :class:`EnvSession`'s: ``options`` (the env's), ``encoding``
+    (``"msgpack"`` or ``"json"``), ``observation_type``, ``request_timeout``,
+    ``reconnect_attempts``...
+    """
+    session = EnvSession(url, env, **options)
+    async with anyio.create_task_group() as tg:
+        await session.start(tg)
+        try:
+            yield session
+        finally:
+            with anyio.CancelScope(shield=True):
+                await session.close()
+            tg.cancel_scope.cancel()

@@ -1,0 +1,116 @@
+"""The environment API: what an environment author writes.
+
+An environment declares its typed models as msgspec Structs and implements
+``reset``/``step``/``state`` (async, or sync by subclassing :class:`SyncEnvironment`,
+whose methods run on a worker thread, never on the event loop). A step may stream
+events before it returns by calling :meth:`Environment.emit`.
+
+Gymnasium semantics: ``terminated`` (the task reached an end state) and ``truncated``
+(cut short, e.g. a step limit) are separate flags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, Generic, TypeVar
+
+import anyio.from_thread
+import msgspec
+
+
+class Action(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Base of an environment's action model. Unknown fields are rejected."""
+
+
+class Observation(msgspec.Struct, kw_only=True):
+    """Base of an environment's observation model."""
+
+
+class State(msgspec.Struct, kw_only=True):
+    """Base of an environment's state model; subclasses add their own fields."""
+
+    episode_id: str = ""
+    step_count: int = 0
+
+
+ObsT = TypeVar("ObsT")
+
+
+class StepResult(msgspec.Struct, Generic[ObsT], kw_only=True):
+    """What ``reset()`` and ``step()`` return, on the environment side and the client side."""
+
+    observation: ObsT
+    reward: float | None = None
+    terminated: bool = False
+    truncated: bool = False
+    info: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.terminated or self.truncated
+
+
+Emitter = Callable[[Any], Awaitable[None]]
+
+
+class Environment:
+    """An episodic environment served one instance per session.
+
+    Constructed with the session's options as keyword arguments, so a wrong option
+    fails at open with a clear message.
+    """
+
+    #: The name clients open it by (defaults to the registry name).
+    name: ClassVar[str] = ""
+    action_type: ClassVar[type[msgspec.Struct]] = Action
+    observation_type: ClassVar[type[msgspec.Struct]] = Observation
+    state_type: ClassVar[type[msgspec.Struct]] = State
+
+    _emitter: Emitter | None = None
+
+    async def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> StepResult:
+        raise NotImplementedError
+
+    async def step(self, action: Any) -> StepResult:
+        raise NotImplementedError
+
+    async def state(self) -> msgspec.Struct:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release what the environment holds. Called once, when the session ends."""
+
+    async def emit(self, data: Any) -> None:
+        """Stream ``data`` to the client as an :class:`~openenv_ws.protocol.Event` now."""
+        if self._emitter is not None:
+            await self._emitter(data)
+
+
+class SyncEnvironment(Environment):
+    """An environment written as plain blocking code; each call runs on a worker thread."""
+
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> StepResult:  # type: ignore[override]
+        raise NotImplementedError
+
+    def step(self, action: Any) -> StepResult:  # type: ignore[override]
+        raise NotImplementedError
+
+    def state(self) -> msgspec.Struct:  # type: ignore[override]
+        raise NotImplementedError
+
+    def close(self) -> None:  # type: ignore[override]
+        pass
+
+    def emit(self, data: Any) -> None:  # type: ignore[override]
+        """Stream ``data`` as an event; blocks this worker thread until it is queued."""
+        if self._emitter is not None:
+            anyio.from_thread.run(self._emitter, data)
+
+
+def schemas(env_cls: type[Environment]) -> dict[str, Any]:
+    """The JSON Schemas the server publishes for an environment."""
+    return {
+        "action": msgspec.json.schema(env_cls.action_type),
+        "observation": msgspec.json.schema(env_cls.observation_type),
+        "state": msgspec.json.schema(env_cls.state_type),
+    }

@@ -1,0 +1,133 @@
+"""The exception hierarchy users catch, and its mapping to and from :class:`Error` frames."""
+
+from __future__ import annotations
+
+from .protocol import Error, ErrorCode
+
+
+class OpenEnvWSError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    code: str = ErrorCode.INTERNAL
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        path: str | None = None,
+        fatal: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.path = path
+        self.fatal = fatal
+        self.retry_after = retry_after
+
+    def to_frame(self, seq: int = 0) -> Error:
+        return Error(
+            seq=seq,
+            code=self.code,
+            message=self.message,
+            path=self.path,
+            fatal=self.fatal,
+            retry_after=self.retry_after,
+        )
+
+    def __str__(self) -> str:
+        where = f" (at {self.path})" if self.path else ""
+        return f"[{self.code}] {self.message}{where}"
+
+
+class ProtocolError(OpenEnvWSError):
+    """A peer sent something this side cannot understand."""
+
+    code = ErrorCode.MALFORMED_FRAME
+
+
+class CapacityError(OpenEnvWSError):
+    """The server is full (or draining); ``retry_after`` says when to try again."""
+
+    code = ErrorCode.CAPACITY
+
+
+class UnknownEnvError(OpenEnvWSError):
+    code = ErrorCode.UNKNOWN_ENV
+
+
+class SessionLostError(OpenEnvWSError):
+    """The session is gone: it expired, was closed, or could not be resumed."""
+
+    code = ErrorCode.SESSION_NOT_FOUND
+
+
+class ValidationError(OpenEnvWSError, ValueError):
+    """An action (or option) did not match the environment's schema; ``path`` names the field."""
+
+    code = ErrorCode.VALIDATION
+
+
+class EpisodeStateError(OpenEnvWSError):
+    """A step before ``reset()`` or after the episode ended."""
+
+    code = ErrorCode.NO_EPISODE
+
+
+class EnvError(OpenEnvWSError):
+    """The environment's own code raised; the session goes on."""
+
+    code = ErrorCode.ENV_ERROR
+
+
+class SandboxCrashedError(OpenEnvWSError):
+    """The sandbox that ran the episode died; the reason says how (signal, out of memory...)."""
+
+    code = ErrorCode.SANDBOX_CRASHED
+
+
+class SandboxStartError(OpenEnvWSError):
+    code = ErrorCode.SANDBOX_START_FAILED
+
+
+class RequestTimeoutError(OpenEnvWSError, TimeoutError):
+    """A request took longer than its deadline."""
+
+    code = ErrorCode.TIMEOUT
+
+
+_BY_CODE: dict[str, type[OpenEnvWSError]] = {
+    ErrorCode.MALFORMED_FRAME: ProtocolError,
+    ErrorCode.FRAME_TOO_LARGE: ProtocolError,
+    ErrorCode.UNSUPPORTED_VERSION: ProtocolError,
+    ErrorCode.UNEXPECTED_FRAME: ProtocolError,
+    ErrorCode.STALE_SEQ: ProtocolError,
+    ErrorCode.UNKNOWN_ENV: UnknownEnvError,
+    ErrorCode.BAD_OPTIONS: ValidationError,
+    ErrorCode.CAPACITY: CapacityError,
+    ErrorCode.SHUTTING_DOWN: CapacityError,
+    ErrorCode.QUEUE_FULL: CapacityError,
+    ErrorCode.SESSION_NOT_FOUND: SessionLostError,
+    ErrorCode.SESSION_CLOSED: SessionLostError,
+    ErrorCode.VALIDATION: ValidationError,
+    ErrorCode.NO_EPISODE: EpisodeStateError,
+    ErrorCode.EPISODE_ENDED: EpisodeStateError,
+    ErrorCode.ENV_ERROR: EnvError,
+    ErrorCode.SANDBOX_CRASHED: SandboxCrashedError,
+    ErrorCode.SANDBOX_START_FAILED: SandboxStartError,
+    ErrorCode.TIMEOUT: RequestTimeoutError,
+}
+
+
+def from_frame(frame: Error) -> OpenEnvWSError:
+    """The exception a client raises for an :class:`Error` frame."""
+    cls = _BY_CODE.get(frame.code, OpenEnvWSError)
+    return cls(
+        frame.message,
+        code=frame.code,
+        path=frame.path,
+        fatal=frame.fatal,
+        retry_after=frame.retry_after,
+    )

@@ -1,0 +1,234 @@
+"""The wire protocol: frames, their encodings and error codes.
+
+Pure on purpose: no I/O and no event loop, so every layer (server, client, sandbox
+worker) shares one definition and it can be tested without sockets.
+
+Frames are msgspec Structs in two tagged unions (client -> server, server -> client),
+tagged by the field ``t``. MessagePack in binary WebSocket frames is the canonical
+encoding; JSON in text frames is accepted at the edge and converted (see
+:func:`json_to_msgpack`). Payloads that the server only relays (actions,
+observations, infos, states, event data) are :class:`msgspec.Raw`: they stay encoded
+bytes from the sandbox to the socket.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+
+Raw = msgspec.Raw
+
+
+class Frame(msgspec.Struct, tag_field="t", kw_only=True, omit_defaults=True):
+    """Base of every frame. ``seq`` is the client's request number the frame belongs to."""
+
+    seq: int = 0
+
+
+# ---------------------------------------------------------------- client -> server
+
+
+class Open(Frame, tag="open"):
+    """Start a session (``env`` + ``options``) or resume one (``session_id`` + ``resume_token``).
+
+    ``last_seen`` is the highest sequence number whose final reply the client holds; the
+    server may forget replies up to it.
+    """
+
+    version: int = PROTOCOL_VERSION
+    env: str | None = None
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+    session_id: str | None = None
+    resume_token: str | None = None
+    last_seen: int = 0
+
+
+class Reset(Frame, tag="reset"):
+    seed: int | None = None
+    options: dict[str, Any] | None = None
+
+
+class Step(Frame, tag="step"):
+    action: Raw
+
+
+class GetState(Frame, tag="state"):
+    pass
+
+
+class Close(Frame, tag="close"):
+    pass
+
+
+class Ping(Frame, tag="ping"):
+    pass
+
+
+ClientFrame = Open | Reset | Step | GetState | Close | Ping
+Request = Reset | Step | GetState | Close
+"""The frames that are numbered, applied once, and answered from the reply cache."""
+
+# ---------------------------------------------------------------- server -> client
+
+
+class Opened(Frame, tag="opened"):
+    session_id: str
+    resume_token: str
+    env: str
+    backend: str = ""
+    action_schema: Raw = Raw(b"\xc0")
+    observation_schema: Raw = Raw(b"\xc0")
+    resumed: bool = False
+    last_applied: int = 0
+    version: int = PROTOCOL_VERSION
+
+
+class Event(Frame, tag="event"):
+    """Output streamed during a request, before its final reply. ``index`` counts from 0."""
+
+    index: int
+    data: Raw
+
+
+class Result(Frame, tag="result"):
+    observation: Raw
+    reward: float | None = None
+    terminated: bool = False
+    truncated: bool = False
+    info: Raw | None = None
+
+
+class StateReply(Frame, tag="state"):
+    state: Raw
+
+
+class Error(Frame, tag="error"):
+    code: str
+    message: str
+    path: str | None = None
+    fatal: bool = False
+    retry_after: float | None = None
+
+
+class Closed(Frame, tag="closed"):
+    reason: str
+
+
+class Pong(Frame, tag="pong"):
+    pass
+
+
+ServerFrame = Opened | Event | Result | StateReply | Error | Closed | Pong
+Reply = Result | StateReply | Error | Closed
+"""The frames that end a request."""
+
+
+class ErrorCode:
+    """Codes carried by :class:`Error` frames. Strings, so they read well in JSON too."""
+
+    MALFORMED_FRAME = "malformed_frame"
+    FRAME_TOO_LARGE = "frame_too_large"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    UNEXPECTED_FRAME = "unexpected_frame"
+    UNKNOWN_ENV = "unknown_env"
+    BAD_OPTIONS = "bad_options"
+    CAPACITY = "capacity"
+    SHUTTING_DOWN = "shutting_down"
+    SESSION_NOT_FOUND = "session_not_found"
+    SESSION_CLOSED = "session_closed"
+    QUEUE_FULL = "queue_full"
+    STALE_SEQ = "stale_seq"
+    VALIDATION = "validation"
+    NO_EPISODE = "no_episode"
+    EPISODE_ENDED = "episode_ended"
+    ENV_ERROR = "env_error"
+    SANDBOX_CRASHED = "sandbox_crashed"
+    SANDBOX_START_FAILED = "sandbox_start_failed"
+    TIMEOUT = "timeout"
+    INTERNAL = "internal"
+
+
+class ProtocolViolation(Exception):
+    """Raised by the decoders for bytes that are not a valid frame."""
+
+
+# ---------------------------------------------------------------- codecs
+
+_encoder = msgspec.msgpack.Encoder()
+_client_decoder = msgspec.msgpack.Decoder(ClientFrame)
+_server_decoder = msgspec.msgpack.Decoder(ServerFrame)
+_json_encoder = msgspec.json.Encoder()
+_json_decoder = msgspec.json.Decoder()
+_any_decoder = msgspec.msgpack.Decoder()
+
+NIL = Raw(b"\xc0")
+"""MessagePack ``nil``: the payload of a frame that carries nothing."""
+
+
+def encode(frame: Frame) -> bytes:
+    return _encoder.encode(frame)
+
+
+def pack(value: Any) -> Raw:
+    """Encode any value (Struct, dict, list, scalar) as a MessagePack payload."""
+    return Raw(_encoder.encode(value))
+
+
+def unpack(raw: Raw | bytes | None, type: Any = Any) -> Any:
+    """Decode a MessagePack payload, optionally into a typed Struct."""
+    if raw is None:
+        return None
+    return msgspec.msgpack.decode(raw, type=type)
+
+
+def decode_client(data: bytes) -> ClientFrame:
+    try:
+        return _client_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ProtocolViolation(str(exc)) from None
+
+
+def decode_server(data: bytes) -> ServerFrame:
+    try:
+        return _server_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ProtocolViolation(str(exc)) from None
+
+
+def json_to_msgpack(text: str | bytes) -> bytes:
+    """Turn a JSON frame into the canonical MessagePack form (payloads included)."""
+    try:
+        return _encoder.encode(_json_decoder.decode(text))
+    except msgspec.DecodeError as exc:
+        raise ProtocolViolation(f"invalid JSON: {exc}") from None
+
+
+def msgpack_to_json(data: bytes) -> str:
+    """Turn a canonical MessagePack frame into a JSON text frame."""
+    return _json_encoder.encode(_any_decoder.decode(data)).decode()
+
+
+_PATH = re.compile(r" - at `(\$[^`]*)`$")
+
+
+def split_validation_error(exc: msgspec.ValidationError) -> tuple[str, str | None]:
+    """Split msgspec's message into (message, field path), e.g. ("Expected `str`...", "$.message")."""
+    text = str(exc)
+    match = _PATH.search(text)
+    if match is None:
+        return text, None
+    return text[: match.start()], match.group(1)
+
+
+def guess_seq(data: bytes | str) -> int:
+    """Best-effort ``seq`` of a frame that failed to decode, so its error can name it."""
+    try:
+        value = (_json_decoder if isinstance(data, str) else _any_decoder).decode(data)
+    except msgspec.DecodeError:
+        return 0
+    seq = value.get("seq") if isinstance(value, dict) else None
+    return seq if isinstance(seq, int) else 0

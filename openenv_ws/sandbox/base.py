@@ -1,0 +1,54 @@
+"""The one small interface every sandbox backend implements.
+
+A :class:`Backend` is created once per server and opens one :class:`Sandbox` per
+session. A sandbox takes request frames and returns reply frames (streaming events to
+a sink first), whatever it runs on: the server never needs to know which backend holds
+the environment.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import anyio
+
+from ..protocol import Reply, Request
+from ..registry import EnvSpec
+from .runner import EventSink
+
+
+class Sandbox(ABC):
+    #: True when the sandbox can die on its own (a process or a container); the server
+    #: then watches :meth:`wait_exit` to tell the client promptly.
+    isolated: ClassVar[bool] = False
+
+    #: What the inspector shows: a pid, a container id...
+    id: str = ""
+
+    @abstractmethod
+    async def request(self, frame: Request, sink: EventSink) -> Reply:
+        """Apply one request. Raises :class:`~openenv_ws.errors.SandboxCrashedError` if it died."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop the sandbox and release all it holds. Idempotent; never raises."""
+
+    async def wait_exit(self) -> str:
+        """Return, with the reason, when the sandbox died on its own."""
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+class Backend(ABC):
+    name: ClassVar[str]
+
+    @abstractmethod
+    async def open(self, spec: EnvSpec, options: dict[str, Any], session_id: str) -> Sandbox:
+        """Start a sandbox holding a fresh instance of ``spec`` built with ``options``."""
+
+    async def aclose(self) -> None:
+        """Release what the backend shares between sandboxes (pools, clients)."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name}

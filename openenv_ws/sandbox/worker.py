@@ -1,0 +1,83 @@
+"""The sandbox worker: the process that holds one environment inside a sandbox.
+
+Started by the subprocess and Docker backends as ``python -m openenv_ws.sandbox.worker``
+with either an inherited socket (``--fd N``) or a Unix socket path to connect to
+(``--connect PATH``). The first frame it receives is an :class:`Open` naming the
+environment's import path and options; it answers :class:`Opened` (or a fatal
+:class:`Error`), then applies requests one at a time until :class:`Close` or until
+the server goes away, and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+
+import anyio
+import anyio.abc
+
+from ..errors import OpenEnvWSError
+from ..protocol import Close, Error, ErrorCode, Open, Opened, ProtocolViolation, decode_client
+from ..registry import load_target
+from .channel import FrameChannel
+from .runner import EpisodeRunner
+
+
+async def _open(channel: FrameChannel) -> EpisodeRunner | None:
+    frame = decode_client(await channel.receive())
+    if not isinstance(frame, Open) or not frame.env:
+        await channel.send(Error(code=ErrorCode.UNEXPECTED_FRAME, message="expected open", fatal=True))
+        return None
+    try:
+        runner = await EpisodeRunner.create(load_target(frame.env), frame.options)
+    except OpenEnvWSError as exc:
+        await channel.send(exc.to_frame(frame.seq))
+        return None
+    except Exception as exc:
+        message = f"environment failed to start: {type(exc).__name__}: {exc}"
+        await channel.send(Error(seq=frame.seq, code=ErrorCode.SANDBOX_START_FAILED, message=message, fatal=True))
+        return None
+    await channel.send(Opened(seq=frame.seq, session_id="", resume_token="", env=frame.env))
+    return runner
+
+
+async def serve(stream: anyio.abc.ByteStream) -> None:
+    channel = FrameChannel(stream)
+    runner = None
+    try:
+        runner = await _open(channel)
+        while runner is not None:
+            frame = decode_client(await channel.receive())
+            reply = await runner.handle(frame, channel.send)
+            await channel.send(reply)
+            if isinstance(frame, Close):
+                break
+    except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, ProtocolViolation):
+        pass  # the server went away (or spoke nonsense): end the episode
+    finally:
+        if runner is not None:
+            await runner.close()
+        await channel.aclose()
+
+
+async def _main(args: argparse.Namespace) -> None:
+    if args.fd is not None:
+        stream = await anyio.abc.SocketStream.from_socket(socket.socket(fileno=args.fd))
+    else:
+        stream = await anyio.connect_unix(args.connect)
+    await serve(stream)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="openenv_ws.sandbox.worker")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--fd", type=int, help="an inherited, connected stream socket")
+    where.add_argument("--connect", help="a Unix socket path the server listens on")
+    args = parser.parse_args(argv)
+    anyio.run(_main, args)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

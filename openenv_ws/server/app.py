@@ -1,0 +1,162 @@
+"""The Starlette application: health, environment listing, and the session socket."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request as HTTPRequest
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from ..errors import OpenEnvWSError
+from ..protocol import Error, ErrorCode, Open, Ping, Pong
+from ..registry import EnvSpec, resolve
+from ..sandbox import Backend, create_backend
+from .config import ServerConfig
+from .connection import BadFrame, Connection, Disconnected
+from .sessions import Session, SessionManager
+
+log = logging.getLogger("openenv_ws.server")
+
+# WebSocket close codes used after a fatal error.
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_POLICY = 1008
+
+
+def create_app(
+    envs: str | EnvSpec | list[str | EnvSpec] = "echo",
+    *,
+    backend: str | Backend = "inprocess",
+    config: ServerConfig | None = None,
+) -> Starlette:
+    """Build the server for one or more environments (names, ``module:Class`` paths or specs)."""
+    config = config or ServerConfig()
+    specs = [resolve(e) if isinstance(e, str) else e for e in (envs if isinstance(envs, list) else [envs])]
+    sandbox_backend = create_backend(backend) if isinstance(backend, str) else backend
+    manager = SessionManager({s.name: s for s in specs}, sandbox_backend, config)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            await tg.start(manager.run)
+            try:
+                yield
+            finally:
+                await manager.drain()
+                tg.cancel_scope.cancel()
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/v1/envs", list_envs),
+            WebSocketRoute("/v1/sessions", session_socket),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.manager = manager
+    app.state.config = config
+    return app
+
+
+def _manager(scope_app: Any) -> SessionManager:
+    return scope_app.state.manager
+
+
+async def healthz(request: HTTPRequest) -> JSONResponse:
+    health = _manager(request.app).health()
+    return JSONResponse(health, status_code=200 if health["status"] == "ok" else 503)
+
+
+async def list_envs(request: HTTPRequest) -> JSONResponse:
+    manager = _manager(request.app)
+    return JSONResponse(
+        {
+            "envs": [
+                {"name": name, "target": spec.target, "schemas": spec.schemas} for name, spec in manager.specs.items()
+            ]
+        }
+    )
+
+
+async def session_socket(websocket: WebSocket) -> None:
+    manager = _manager(websocket.app)
+    conn = Connection(websocket, manager.config.max_frame_bytes)
+    await websocket.accept()
+    session: Session | None = None
+    try:
+        session = await _open(manager, conn)
+        if session is None:
+            return
+        while session.state != "closed":
+            try:
+                frame = await conn.receive()
+            except BadFrame as exc:
+                await conn.send_frame(exc.to_frame(exc.seq))
+                continue
+            if isinstance(frame, Ping):
+                await conn.send_frame(Pong(seq=frame.seq))
+            elif isinstance(frame, Open):
+                await conn.send_frame(
+                    Error(
+                        seq=frame.seq,
+                        code=ErrorCode.UNEXPECTED_FRAME,
+                        message="this socket already holds a session",
+                    )
+                )
+            else:
+                await session.submit(frame, conn)
+    except Disconnected:
+        pass
+    finally:
+        if session is not None:
+            session.detach(conn)
+
+
+async def _receive_open(conn: Connection) -> Open:
+    """Read frames until one is ``open``, answering anything else with an error."""
+    while True:
+        try:
+            frame = await conn.receive()
+        except BadFrame as exc:
+            await conn.send_frame(exc.to_frame(exc.seq))
+            continue
+        if isinstance(frame, Open):
+            return frame
+        if isinstance(frame, Ping):
+            await conn.send_frame(Pong(seq=frame.seq))
+            continue
+        message = "open a session first: the first frame must be 'open'"
+        await conn.send_frame(Error(seq=frame.seq, code=ErrorCode.UNEXPECTED_FRAME, message=message))
+
+
+async def _open(manager: SessionManager, conn: Connection) -> Session | None:
+    """Wait (bounded) for the ``open`` frame; answer ``opened`` or a fatal error."""
+    frame: Open | None = None
+    with anyio.move_on_after(manager.config.open_timeout):
+        frame = await _receive_open(conn)
+    if frame is None:
+        message = f"no 'open' frame within {manager.config.open_timeout}s"
+        await conn.send_frame(Error(code=ErrorCode.TIMEOUT, message=message, fatal=True))
+        await conn.close(CLOSE_POLICY, "no open frame")
+        return None
+    try:
+        session = await manager.open(frame, conn)
+    except OpenEnvWSError as exc:
+        exc.fatal = True
+        await conn.send_frame(exc.to_frame(frame.seq))
+        code = CLOSE_TRY_AGAIN_LATER if exc.retry_after is not None else CLOSE_POLICY
+        await conn.close(code, exc.code)
+        return None
+    except Exception as exc:
+        log.exception("opening a session failed")
+        await conn.send_frame(Error(seq=frame.seq, code=ErrorCode.INTERNAL, message=str(exc), fatal=True))
+        await conn.close(1011, "internal error")
+        return None
+    await conn.send_frame(session.opened_frame(frame.seq, resumed=bool(frame.session_id)))
+    return session

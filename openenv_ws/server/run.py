@@ -1,0 +1,59 @@
+"""Running the app on uvicorn with a graceful drain before uvicorn's own shutdown."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import socket
+
+import uvicorn
+from starlette.applications import Starlette
+
+from .sessions import SessionManager
+
+log = logging.getLogger("openenv_ws.server")
+
+
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM/SIGINT: stop listening, drain sessions (closed frames sent), then let uvicorn finish."""
+
+    def __init__(self, config: uvicorn.Config, manager: SessionManager) -> None:
+        super().__init__(config)
+        self.manager = manager
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        await self.manager.drain()
+        await super().shutdown(sockets)
+
+
+def uvicorn_config(
+    app: Starlette, host: str, port: int, *, log_level: str = "info", ws: str = "auto"
+) -> uvicorn.Config:
+    max_frame = app.state.config.max_frame_bytes
+    if ws == "auto":
+        ws = "websockets-sansio"
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ws=ws,
+        # Frames above our limit get a typed error from the app; far above it, uvicorn closes (1009).
+        ws_max_size=max(4 * max_frame, max_frame + (1 << 20)),
+        ws_per_message_deflate=False,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        backlog=4096,
+        log_level=log_level,
+        timeout_graceful_shutdown=app.state.config.drain_timeout + 5,
+        lifespan="on",
+    )
+
+
+def serve(app: Starlette, host: str = "127.0.0.1", port: int = 8000, **options) -> None:
+    """Run until SIGTERM/SIGINT, then drain gracefully."""
+    server = DrainingServer(uvicorn_config(app, host, port, **options), app.state.manager)
+    server.run()
