@@ -22,6 +22,9 @@ PROTOCOL_VERSION = 1
 
 Raw = msgspec.Raw
 
+NIL = Raw(b"\xc0")
+"""MessagePack ``nil``: the payload of a frame that carries nothing."""
+
 
 class Frame(msgspec.Struct, tag_field="t", kw_only=True, omit_defaults=True):
     """Base of every frame. ``seq`` is the client's request number the frame belongs to."""
@@ -80,8 +83,8 @@ class Opened(Frame, tag="opened"):
     resume_token: str
     env: str
     backend: str = ""
-    action_schema: Raw = Raw(b"\xc0")
-    observation_schema: Raw = Raw(b"\xc0")
+    action_schema: Raw = msgspec.field(default_factory=lambda: NIL)
+    observation_schema: Raw = msgspec.field(default_factory=lambda: NIL)
     resumed: bool = False
     last_applied: int = 0
     version: int = PROTOCOL_VERSION
@@ -99,7 +102,7 @@ class Result(Frame, tag="result"):
     reward: float | None = None
     terminated: bool = False
     truncated: bool = False
-    info: Raw | None = None
+    info: Raw = msgspec.field(default_factory=lambda: NIL)
 
 
 class StateReply(Frame, tag="state"):
@@ -164,10 +167,6 @@ _server_decoder = msgspec.msgpack.Decoder(ServerFrame)
 _json_encoder = msgspec.json.Encoder()
 _json_decoder = msgspec.json.Decoder()
 _any_decoder = msgspec.msgpack.Decoder()
-
-NIL = Raw(b"\xc0")
-"""MessagePack ``nil``: the payload of a frame that carries nothing."""
-
 
 def encode(frame: Frame) -> bytes:
     return _encoder.encode(frame)

@@ -17,6 +17,7 @@ import msgspec
 from ..env import Environment, StepResult, SyncEnvironment
 from ..errors import EpisodeStateError, OpenEnvWSError, ValidationError
 from ..protocol import (
+    NIL,
     Close,
     Closed,
     Error,
@@ -118,7 +119,7 @@ class EpisodeRunner:
             reward=result.reward,
             terminated=result.terminated,
             truncated=result.truncated,
-            info=pack(result.info) if result.info else None,
+            info=pack(result.info) if result.info else NIL,
         )
 
     async def close(self) -> None:

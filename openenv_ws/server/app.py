@@ -55,6 +55,7 @@ def create_app(
         routes=[
             Route("/healthz", healthz),
             Route("/v1/envs", list_envs),
+            Route("/v1/sessions", list_sessions),
             WebSocketRoute("/v1/sessions", session_socket),
         ],
         lifespan=lifespan,
@@ -82,6 +83,11 @@ async def list_envs(request: HTTPRequest) -> JSONResponse:
             ]
         }
     )
+
+
+async def list_sessions(request: HTTPRequest) -> JSONResponse:
+    manager = _manager(request.app)
+    return JSONResponse({"sessions": [s.describe() for s in list(manager.sessions.values())]})
 
 
 async def session_socket(websocket: WebSocket) -> None:
