@@ -168,6 +168,7 @@ _json_encoder = msgspec.json.Encoder()
 _json_decoder = msgspec.json.Decoder()
 _any_decoder = msgspec.msgpack.Decoder()
 
+
 def encode(frame: Frame) -> bytes:
     return _encoder.encode(frame)
 

@@ -383,11 +383,21 @@ async def connect(url: str, env: str | None = None, **options: Any) -> AsyncIter
     ``reconnect_attempts``...
     """
     session = EnvSession(url, env, **options)
-    async with anyio.create_task_group() as tg:
-        await session.start(tg)
-        try:
-            yield session
-        finally:
-            with anyio.CancelScope(shield=True):
-                await session.close()
-            tg.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tg:
+            await session.start(tg)
+            try:
+                yield session
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await session.close()
+                tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise _single(group) from None
+
+
+def _single(group: BaseExceptionGroup) -> BaseException:
+    """The one exception inside (nested) groups of one, so callers catch what was raised."""
+    while isinstance(group, BaseExceptionGroup) and len(group.exceptions) == 1:
+        group = group.exceptions[0]
+    return group

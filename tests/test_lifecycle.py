@@ -1,0 +1,149 @@
+"""Capacity, idle reaping, sandbox crashes, step timeouts and graceful shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import anyio
+import pytest
+
+from openenv_ws import CapacityError, RequestTimeoutError, SandboxCrashedError, SessionLostError, connect
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0): read its state
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def _wait_gone(pid: int, timeout: float = 10.0) -> None:
+    with anyio.fail_after(timeout):
+        while _alive(pid):
+            await anyio.sleep(0.05)
+
+
+async def test_capacity_error_carries_retry_after_and_clears_when_a_session_ends(start_server):
+    srv = start_server("echo", "--sandbox", "inprocess", "--max-sessions", "2")
+    async with connect(srv.url, env="echo") as a, connect(srv.url, env="echo") as b:
+        await a.reset()
+        await b.reset()
+        with pytest.raises(CapacityError) as info:
+            async with connect(srv.url, env="echo"):
+                pass
+        assert info.value.retry_after and info.value.retry_after > 0
+        assert srv.health()["capacity_left"] == 0
+    async with connect(srv.url, env="echo") as c:  # both closed: room again
+        await c.reset()
+
+
+async def test_idle_sessions_are_reaped_and_the_client_is_told(start_server):
+    srv = start_server("echo", "--sandbox", "subprocess", "--idle-timeout", "1")
+    async with connect(srv.url, env="echo") as env:
+        await env.reset()
+        await anyio.sleep(2.6)
+        with pytest.raises(SessionLostError) as info:
+            await env.step({"message": "late"})
+        assert "idle" in str(info.value)
+    assert srv.health()["sessions"] == 0
+
+
+async def test_sigkill_of_one_sandbox_fails_only_its_session(subprocess_server):
+    srv = subprocess_server
+    async with (
+        connect(srv.url, env="flaky") as victim,
+        connect(srv.url, env="flaky") as other1,
+        connect(srv.url, env="flaky") as other2,
+    ):
+        pid = (await victim.reset()).observation["pid"]
+        await other1.reset()
+        await other2.reset()
+        assert pid != os.getpid() and _alive(pid)
+        os.kill(pid, signal.SIGKILL)
+        started = time.monotonic()
+        with anyio.fail_after(5):  # told promptly, before it even asks
+            while victim.failed is None:
+                await anyio.sleep(0.02)
+        assert time.monotonic() - started < 2
+        with pytest.raises(SandboxCrashedError) as info:
+            await victim.step({"op": "ok"})
+        assert "SIGKILL" in str(info.value)
+        for other in (other1, other2):
+            for _ in range(3):
+                assert (await other.step({"op": "ok"})).reward == 1.0
+    assert srv.health()["status"] == "ok"
+
+
+async def test_a_sandbox_dying_mid_step_gives_a_typed_error(subprocess_server):
+    async with connect(subprocess_server.url, env="flaky") as env:
+        pid = (await env.reset()).observation["pid"]
+        with pytest.raises(SandboxCrashedError) as info:
+            await env.step({"op": "crash"})
+        assert "SIGKILL" in info.value.message
+        await _wait_gone(pid)
+    async with connect(subprocess_server.url, env="flaky") as fresh:
+        assert (await fresh.reset()).observation["pid"] != pid
+
+
+async def test_closing_a_session_stops_its_sandbox_process(subprocess_server):
+    async with connect(subprocess_server.url, env="flaky") as env:
+        pid = (await env.reset()).observation["pid"]
+        assert _alive(pid)
+    await _wait_gone(pid)
+
+
+async def test_a_step_past_its_timeout_stops_the_sandbox_and_ends_the_session(start_server):
+    srv = start_server("tests.helper_envs:FlakyEnv", "--sandbox", "subprocess", "--step-timeout", "0.5")
+    async with connect(srv.url) as env:
+        pid = (await env.reset()).observation["pid"]
+        started = time.monotonic()
+        with pytest.raises(RequestTimeoutError) as info:
+            await env.step({"op": "sleep", "seconds": 30})
+        assert time.monotonic() - started < 5
+        assert info.value.code == "timeout" and info.value.fatal
+        await _wait_gone(pid)
+        with pytest.raises(RequestTimeoutError):
+            await env.step({"op": "ok"})  # the session ended with that error
+
+
+async def test_client_side_timeout_does_not_desync_the_next_call(inprocess_server):
+    async with connect(inprocess_server.url, env="echo") as env:
+        await env.reset()
+        with pytest.raises(RequestTimeoutError):
+            await env.step({"message": "slow", "delay_s": 0.6}, timeout=0.1)
+        r = await env.step({"message": "next"})
+        assert r.observation["echoed_message"] == "next"  # not the late reply of "slow"
+        assert (await env.state())["step_count"] == 2
+
+
+async def test_graceful_shutdown_finishes_in_flight_steps_then_closes_sessions(start_server):
+    srv = start_server("tests.helper_envs:FlakyEnv", "--sandbox", "subprocess", "--drain-timeout", "10")
+    async with connect(srv.url) as busy, connect(srv.url) as idle:
+        busy_pid = (await busy.reset()).observation["pid"]
+        idle_pid = (await idle.reset()).observation["pid"]
+        async with anyio.create_task_group() as tg:
+
+            async def terminate_soon() -> None:
+                await anyio.sleep(0.3)
+                srv.proc.send_signal(signal.SIGTERM)
+
+            tg.start_soon(terminate_soon)
+            r = await busy.step({"op": "sleep", "seconds": 1.0})  # in flight when SIGTERM lands
+        assert r.observation["op"] == "sleep"
+        with anyio.fail_after(15):
+            while idle.failed is None:
+                await anyio.sleep(0.05)
+        assert "shutting down" in str(idle.failed)
+        with pytest.raises(SessionLostError):
+            await idle.step({"op": "ok"})
+    assert await anyio.to_thread.run_sync(srv.proc.wait, 15) == 0
+    await _wait_gone(busy_pid)
+    await _wait_gone(idle_pid)
