@@ -33,6 +33,28 @@ class State(msgspec.Struct, kw_only=True):
     step_count: int = 0
 
 
+class SandboxSettings(msgspec.Struct, kw_only=True, frozen=True):
+    """How the environment's sandbox container is built and confined (Docker backend).
+
+    Shut by default: no network, read-only root with a small scratch tmpfs at /tmp, a
+    non-root user, and memory/CPU/pids limits. Opening any of these is a deliberate
+    choice of the environment, made here.
+    """
+
+    image: str | None = None
+    """Image to run; default: the one ``openenv-ws build ENV`` makes for this env."""
+    extra_packages: tuple[str, ...] = ()
+    """PyPI packages ``openenv-ws build`` installs into the image (as wheels from the host)."""
+    memory: str = "256m"
+    cpus: float = 1.0
+    pids: int = 128
+    """Process and thread limit (threads count: size it for any thread pool the env uses)."""
+    tmpfs_size: str = "64m"
+    network: bool = False
+    read_only: bool = True
+    user: str = "65534:65534"
+
+
 ObsT = TypeVar("ObsT")
 
 
@@ -65,6 +87,7 @@ class Environment:
     action_type: ClassVar[type[msgspec.Struct]] = Action
     observation_type: ClassVar[type[msgspec.Struct]] = Observation
     state_type: ClassVar[type[msgspec.Struct]] = State
+    sandbox: ClassVar[SandboxSettings] = SandboxSettings()
 
     _emitter: Emitter | None = None
 

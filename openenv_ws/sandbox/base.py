@@ -8,6 +8,7 @@ the environment.
 
 from __future__ import annotations
 
+import secrets
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -26,6 +27,10 @@ class Sandbox(ABC):
     #: What the inspector shows: a pid, a container id...
     id: str = ""
 
+    #: The id of the session this sandbox serves, chosen by the backend (see :func:`new_session_id`):
+    #: a pooled container is labelled with it before any client asks for it.
+    session_id: str = ""
+
     @abstractmethod
     async def request(self, frame: Request, sink: EventSink) -> Reply:
         """Apply one request. Raises :class:`~openenv_ws.errors.SandboxCrashedError` if it died."""
@@ -40,12 +45,19 @@ class Sandbox(ABC):
         raise AssertionError("unreachable")
 
 
+def new_session_id() -> str:
+    return "s-" + secrets.token_hex(8)
+
+
 class Backend(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    async def open(self, spec: EnvSpec, options: dict[str, Any], session_id: str) -> Sandbox:
-        """Start a sandbox holding a fresh instance of ``spec`` built with ``options``."""
+    async def open(self, spec: EnvSpec, options: dict[str, Any]) -> Sandbox:
+        """Start a sandbox holding a fresh instance of ``spec`` built with ``options``.
+
+        The returned sandbox carries the new session's id in ``session_id``.
+        """
 
     async def aclose(self) -> None:
         """Release what the backend shares between sandboxes (pools, clients)."""

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..protocol import Reply, Request
 from ..registry import EnvSpec
-from .base import Backend, Sandbox
+from .base import Backend, Sandbox, new_session_id
 from .runner import EpisodeRunner, EventSink
 
 
@@ -33,5 +33,7 @@ class InProcessSandbox(Sandbox):
 class InProcessBackend(Backend):
     name = "inprocess"
 
-    async def open(self, spec: EnvSpec, options: dict[str, Any], session_id: str) -> Sandbox:
-        return InProcessSandbox(await EpisodeRunner.create(spec.cls, options))
+    async def open(self, spec: EnvSpec, options: dict[str, Any]) -> Sandbox:
+        sandbox = InProcessSandbox(await EpisodeRunner.create(spec.cls, options))
+        sandbox.session_id = new_session_id()
+        return sandbox

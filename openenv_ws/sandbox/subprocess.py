@@ -21,7 +21,7 @@ import anyio.abc
 from ..errors import OpenEnvWSError, SandboxCrashedError, SandboxStartError
 from ..protocol import Close, Error, Event, Open, Opened, Reply, Request, decode_server
 from ..registry import EnvSpec
-from .base import Backend, Sandbox
+from .base import Backend, Sandbox, new_session_id
 from .channel import FrameChannel
 from .runner import EventSink
 
@@ -103,7 +103,7 @@ class SubprocessBackend(Backend):
     def __init__(self, start_timeout: float = 30.0) -> None:
         self.start_timeout = start_timeout
 
-    async def open(self, spec: EnvSpec, options: dict[str, Any], session_id: str) -> Sandbox:
+    async def open(self, spec: EnvSpec, options: dict[str, Any]) -> Sandbox:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         try:
@@ -119,6 +119,7 @@ class SubprocessBackend(Backend):
         finally:
             child.close()
         sandbox = SubprocessSandbox(process, FrameChannel(await anyio.abc.SocketStream.from_socket(parent)))
+        sandbox.session_id = new_session_id()
         try:
             with anyio.fail_after(self.start_timeout):
                 await sandbox._channel.send(Open(env=spec.target, options=options))

@@ -361,19 +361,18 @@ class SessionManager:
                 retry_after=self.config.retry_after,
                 fatal=True,
             )
-        session_id = "s-" + secrets.token_hex(8)
         self.opening += 1
         try:
-            sandbox = await self._start_sandbox(spec, frame.options, session_id)
+            sandbox = await self._start_sandbox(spec, frame.options)
         finally:
             self.opening -= 1
-        session = Session(self, session_id, spec, sandbox, conn)
+        session = Session(self, sandbox.session_id, spec, sandbox, conn)
         self.sessions[session.id] = session
         if sandbox.isolated:
             self.spawn(session.watch_sandbox)
         return session
 
-    async def _start_sandbox(self, spec: EnvSpec, options: dict[str, Any], session_id: str) -> Sandbox:
+    async def _start_sandbox(self, spec: EnvSpec, options: dict[str, Any]) -> Sandbox:
         assert self._starting is not None
         try:
             with anyio.fail_after(self.config.start_wait):
@@ -385,7 +384,7 @@ class SessionManager:
                 fatal=True,
             ) from None
         try:
-            return await self.backend.open(spec, options, session_id)
+            return await self.backend.open(spec, options)
         finally:
             self._starting.release()
 
