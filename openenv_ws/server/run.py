@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import resource
 import signal
 import socket
 import threading
@@ -70,7 +71,16 @@ def uvicorn_config(
     )
 
 
+def raise_fd_limit() -> int:
+    """Lift the soft open-files limit to the hard one: each session holds a socket (and maybe a pipe)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
 def serve(app: Starlette, host: str = "127.0.0.1", port: int = 8000, **options) -> None:
     """Run until SIGTERM/SIGINT, then drain gracefully."""
+    raise_fd_limit()
     server = DrainingServer(uvicorn_config(app, host, port, **options), app.state.manager)
     server.run()

@@ -1,0 +1,239 @@
+"""Load benchmark: step round trips and concurrent sessions against a real server.
+
+Starts ``openenv-ws serve echo`` itself (or uses ``--url``), then runs:
+
+  a. one session, N steps: round-trip p50/p99 and steps/s;
+  b. a grid of concurrent sessions x steps: success rate, step latency p50/p99/p999,
+     aggregate steps/s, server RSS and RSS per session.
+
+Prints a Markdown summary and writes everything as JSON (``--json``). Every loop is
+bounded by count and by ``--deadline`` seconds.
+
+    python scripts/bench.py                      # in-process echo, default grid
+    python scripts/bench.py --sandbox subprocess --grid 10,100
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime
+
+import anyio
+
+from openenv_ws import connect
+
+LOOP = {"backend": "asyncio", "backend_options": {"use_uvloop": importlib.util.find_spec("uvloop") is not None}}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def health(http: str) -> dict:
+    with urllib.request.urlopen(http + "/healthz", timeout=5) as r:
+        return json.loads(r.read())
+
+
+async def single_session(url: str, steps: int) -> dict:
+    latencies = []
+    async with connect(url, env="echo") as env:
+        await env.reset()
+        for _ in range(50):  # warm-up
+            await env.step({"message": "warm"})
+        started = time.perf_counter()
+        for _ in range(steps):
+            t = time.perf_counter()
+            await env.step({"message": "hello"})
+            latencies.append(time.perf_counter() - t)
+        elapsed = time.perf_counter() - started
+    return {
+        "steps": steps,
+        "steps_per_s": round(steps / elapsed, 1),
+        "p50_us": round(percentile(latencies, 0.50) * 1e6, 1),
+        "p99_us": round(percentile(latencies, 0.99) * 1e6, 1),
+    }
+
+
+async def concurrent(
+    url: str, sessions: int, steps: int, delay: float, deadline: float, server_pid: int | None
+) -> dict:
+    latencies: list[float] = []
+    ok = 0
+    errors: dict[str, int] = {}
+    all_open = anyio.Event()
+    opened = 0
+    rss_during = 0
+
+    async def episode() -> None:
+        nonlocal ok, opened, rss_during
+        try:
+            async with connect(url, env="echo", connect_timeout=deadline, request_timeout=deadline) as env:
+                await env.reset()
+                opened += 1
+                if opened == sessions:
+                    if server_pid:
+                        rss_during = rss_kib(server_pid)
+                    all_open.set()
+                with anyio.move_on_after(deadline):
+                    await all_open.wait()  # all sessions held at once before stepping
+                for _ in range(steps):
+                    t = time.perf_counter()
+                    await env.step({"message": "hello", "delay_s": delay})
+                    latencies.append(time.perf_counter() - t)
+            ok += 1
+        except Exception as exc:  # counted, reported
+            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            opened_or_failed()
+
+    def opened_or_failed() -> None:
+        if opened + sum(errors.values()) >= sessions:
+            all_open.set()
+
+    started = time.perf_counter()
+    with anyio.move_on_after(deadline * 3):
+        async with anyio.create_task_group() as tg:
+            for _ in range(sessions):
+                tg.start_soon(episode)
+    elapsed = time.perf_counter() - started
+    return {
+        "sessions": sessions,
+        "steps_each": steps,
+        "delay_s": delay,
+        "success_rate": round(ok / sessions, 5),
+        "errors": errors,
+        "steps_done": len(latencies),
+        "agg_steps_per_s": round(len(latencies) / elapsed, 1),
+        "wall_s": round(elapsed, 2),
+        "p50_ms": round(percentile(latencies, 0.50) * 1e3, 2),
+        "p99_ms": round(percentile(latencies, 0.99) * 1e3, 2),
+        "p999_ms": round(percentile(latencies, 0.999) * 1e3, 2),
+        "server_rss_mib": round(rss_during / 1024, 1) if rss_during else None,
+    }
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        f"### {report['date']} — {report['command']}",
+        "",
+        f"Machine: {report['machine']}. Backend: {report['sandbox']}.",
+        "",
+    ]
+    if "single" in report:
+        s = report["single"]
+        lines += [
+            "| one session | steps/s | p50 | p99 |",
+            "|---|---|---|---|",
+            f"| {s['steps']} steps | {s['steps_per_s']} | {s['p50_us']} us | {s['p99_us']} us |",
+            "",
+        ]
+    if report.get("grid"):
+        lines += [
+            "| sessions x steps | success | agg steps/s | p50 | p99 | p999 | server RSS (idle -> loaded) "
+            "| per session |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for g in report["grid"]:
+            per = (
+                f"{(g['server_rss_mib'] - report['idle_rss_mib']) * 1024 / g['sessions']:.0f} KiB"
+                if g["server_rss_mib"]
+                else "-"
+            )
+            lines.append(
+                f"| {g['sessions']} x {g['steps_each']} | {g['success_rate'] * 100:.2f}% | {g['agg_steps_per_s']} "
+                f"| {g['p50_ms']} ms | {g['p99_ms']} ms | {g['p999_ms']} ms "
+                f"| {report['idle_rss_mib']} -> {g['server_rss_mib']} MiB | {per} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="benchmark this server instead of starting one")
+    parser.add_argument("--sandbox", default="inprocess", choices=["inprocess", "subprocess"])
+    parser.add_argument("--single-steps", type=int, default=2000)
+    parser.add_argument("--grid", default="10,100,1000", help="comma-separated session counts")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--delay", type=float, default=0.0, help="delay_s of every step (slow-env method)")
+    parser.add_argument("--deadline", type=float, default=120.0, help="bound on each phase (s)")
+    parser.add_argument("--json", help="write the full report here")
+    args = parser.parse_args()
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    server = None
+    url = args.url
+    if url is None:
+        port = free_port()
+        url = f"ws://127.0.0.1:{port}"
+        cmd = [sys.executable, "-m", "openenv_ws", "serve", "echo", "--port", str(port)]
+        cmd += ["--sandbox", args.sandbox, "--max-sessions", "20000", "--log-level", "warning"]
+        server = subprocess.Popen(cmd)
+    http = url.replace("ws://", "http://")
+    for _ in range(300):
+        try:
+            health(http)
+            break
+        except OSError:
+            time.sleep(0.1)
+    report: dict = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python scripts/bench.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.node()}, {platform.processor() or platform.machine()}, "
+        f"{__import__('os').cpu_count()} cores, Python {platform.python_version()}",
+        "sandbox": args.sandbox if server else "remote",
+    }
+    try:
+        if server:
+            report["idle_rss_mib"] = round(rss_kib(server.pid) / 1024, 1)
+        if args.single_steps:
+            report["single"] = anyio.run(single_session, url, args.single_steps, **LOOP)
+            print("single:", report["single"], flush=True)
+        report["grid"] = []
+        for n in [int(x) for x in args.grid.split(",") if x]:
+            result = anyio.run(
+                concurrent, url, n, args.steps, args.delay, args.deadline, server.pid if server else None
+            )
+            report["grid"].append(result)
+            print("grid:", result, flush=True)
+    finally:
+        if server:
+            server.send_signal(signal.SIGTERM)
+            server.wait(60)
+    print()
+    print(markdown(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    failed = any(g["success_rate"] < 1 for g in report["grid"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
