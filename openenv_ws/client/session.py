@@ -128,8 +128,8 @@ class EnvSession:
         self._closed = False
         self._closing = False
         self._ready = anyio.Event()
-        self._order = anyio.Lock()
-        self._in_flight = anyio.Semaphore(max_in_flight)
+        self._order = anyio.Lock(fast_acquire=True)
+        self._in_flight = anyio.Semaphore(max_in_flight, fast_acquire=True)
 
     # ------------------------------------------------------------ public API
 
@@ -200,7 +200,8 @@ class EnvSession:
             with anyio.fail_after(timeout):
                 async with self._in_flight:
                     async with self._order:  # numbers are given and sent in one order
-                        await self._ready.wait()
+                        if not self._ready.is_set():
+                            await self._ready.wait()
                         if self._failure is not None:
                             raise self._failure
                         self._seq += 1

@@ -151,8 +151,11 @@ class Session:
         self._trim_cache()
         self.queue.append(frame)
         if not self.busy:
+            # Applied in the caller's task (the connection's reader): no task per request. The
+            # reader does not need to run meanwhile (one request at a time), and a dropped
+            # socket does not cancel it, so the request completes and its reply is cached.
             self.busy = True
-            self.manager.spawn(self._work)
+            await self._work()
 
     def _trim_cache(self) -> None:
         keep = self.manager.config.reply_cache + len(self.queue) + 1
