@@ -1,6 +1,6 @@
 """openenv-ws: an async WebSocket session runtime for long, multi-turn RL agent episodes."""
 
-from .client import EnvSession, SyncEnvSession, connect, connect_sync
+from .client import EnvSession, EpisodeRecord, SyncEnvSession, connect, connect_sync, run_episodes
 from .env import Action, Environment, Observation, State, StepResult, SyncEnvironment
 from .errors import (
     CapacityError,
@@ -24,6 +24,7 @@ __all__ = [
     "EnvError",
     "EnvSession",
     "Environment",
+    "EpisodeRecord",
     "EpisodeStateError",
     "Observation",
     "OpenEnvWSError",
@@ -41,4 +42,5 @@ __all__ = [
     "__version__",
     "connect",
     "connect_sync",
+    "run_episodes",
 ]

@@ -120,6 +120,7 @@ class EnvSession:
         self.reconnects = 0
         self._resume_token = ""
         self._ws: WebSocket | None = None
+        self._reader_scope: anyio.CancelScope | None = None
         self._generation = 0
         self._seq = 0
         self._last_seen = 0
@@ -168,6 +169,8 @@ class EnvSession:
             pass
         finally:
             self._closed = True
+            if self._reader_scope is not None:
+                self._reader_scope.cancel()
             if self._ws is not None:
                 await self._ws.aclose()
 
@@ -294,7 +297,13 @@ class EnvSession:
         self.action_schema = unpack(opened.action_schema) or {}
         self.observation_schema = unpack(opened.observation_schema) or {}
         self._ready.set()
-        task_group.start_soon(self._read)
+        task_group.start_soon(self._read_until_closed)
+
+    async def _read_until_closed(self) -> None:
+        # Shielded: when the caller is cancelled, close() still needs the reader to get its
+        # reply; close() ends the reader itself.
+        with anyio.CancelScope(shield=True) as self._reader_scope:
+            await self._read()
 
     async def _read(self) -> None:
         while True:

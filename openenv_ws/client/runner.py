@@ -1,0 +1,189 @@
+"""Running many episodes at once from one process: ``run_episodes()``.
+
+Retry policy (stated, so results can be trusted): an episode that fails because of the
+infrastructure (the session was lost, its sandbox crashed, the server was at capacity,
+a request timed out) is run again from the start — a new session, the same seed — up
+to ``retries`` more times, waiting ``retry_after`` (or a growing backoff) first. An
+episode that fails because of the policy or the environment (a validation error, an
+environment exception, a protocol error) is not retried: running it again would fail
+the same way. Every attempt is counted in the record.
+
+Cancellation (Ctrl-C, a cancelled task group) closes every open session on the server
+before ``run_episodes`` returns, because each episode lives inside ``connect()``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import anyio
+
+from ..errors import (
+    CapacityError,
+    RequestTimeoutError,
+    SandboxCrashedError,
+    SandboxStartError,
+    SessionLostError,
+)
+from .session import connect
+
+Policy = Callable[[Any], Awaitable[Any] | Any]
+
+RETRYABLE = (CapacityError, SessionLostError, SandboxCrashedError, SandboxStartError, RequestTimeoutError, OSError)
+
+
+@dataclass
+class EpisodeRecord:
+    index: int
+    seed: int | None
+    session_id: str | None = None
+    episode_return: float = 0.0
+    length: int = 0
+    ended: str = ""  # terminated | truncated | max_steps | error
+    error: str | None = None
+    attempts: int = 0
+    seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class _Progress:
+    total: int
+    stream: TextIO | None
+    running: int = 0
+    finished: int = 0
+    failed: int = 0
+    retried: int = 0
+    steps: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        return (
+            f"episodes {self.finished + self.failed}/{self.total} | running {self.running} | "
+            f"finished {self.finished} | failed {self.failed} | retried {self.retried} | "
+            f"steps {self.steps} ({self.steps / elapsed:,.0f}/s) | {elapsed:,.1f}s"
+        )
+
+    async def show(self, interval: float) -> None:
+        assert self.stream is not None
+        while True:
+            self.stream.write("\r" + self.line() + "\x1b[K")
+            self.stream.flush()
+            await anyio.sleep(interval)
+
+
+async def _call_policy(policy: Policy, observation: Any) -> Any:
+    action = policy(observation)
+    if inspect.isawaitable(action):
+        action = await action
+    return action
+
+
+async def run_episodes(
+    url: str,
+    env: str | None,
+    policy: Policy,
+    *,
+    episodes: int,
+    concurrency: int = 64,
+    seeds: list[int | None] | None = None,
+    options: dict[str, Any] | None = None,
+    reset_options: dict[str, Any] | None = None,
+    max_steps: int | None = None,
+    retries: int = 2,
+    backoff: float = 0.5,
+    progress: bool | TextIO | None = None,
+    on_episode: Callable[[EpisodeRecord], Any] | None = None,
+    **connect_options: Any,
+) -> list[EpisodeRecord]:
+    """Run ``episodes`` episodes of ``env``, ``concurrency`` at a time; one record each, in order.
+
+    ``policy(observation)`` (sync or async) returns the next action. ``max_steps`` stops
+    an episode that neither terminates nor truncates. ``progress`` shows a live line on
+    a terminal (default: when stderr is one). Extra keyword arguments go to ``connect()``.
+    """
+    if seeds is not None and len(seeds) != episodes:
+        raise ValueError("seeds must have one entry per episode")
+    stream = sys.stderr if progress is None or progress is True else (progress or None)
+    if progress is None and not (stream is not None and stream.isatty()):
+        stream = None
+    state = _Progress(total=episodes, stream=stream)
+    records = [EpisodeRecord(index=i, seed=seeds[i] if seeds else i) for i in range(episodes)]
+    queue = iter(records)
+
+    async def attempt(record: EpisodeRecord) -> None:
+        record.info = {}
+        record.episode_return, record.length, record.ended = 0.0, 0, ""
+        async with connect(url, env, options=options or {}, **connect_options) as session:
+            record.session_id = session.session_id
+            result = await session.reset(seed=record.seed, options=reset_options)
+            while True:
+                action = await _call_policy(policy, result.observation)
+                result = await session.step(action)
+                record.length += 1
+                state.steps += 1
+                record.episode_return += result.reward or 0.0
+                if result.terminated or result.truncated:
+                    record.ended = "terminated" if result.terminated else "truncated"
+                    break
+                if max_steps is not None and record.length >= max_steps:
+                    record.ended = "max_steps"
+                    break
+            record.info = result.info
+
+    async def worker() -> None:
+        for record in queue:  # shared iterator: each record is taken by one worker
+            await run_one(record)
+
+    async def run_one(record: EpisodeRecord) -> None:
+        state.running += 1
+        started = time.monotonic()
+        try:
+            for number in range(retries + 1):
+                record.attempts = number + 1
+                try:
+                    await attempt(record)
+                    record.error = None
+                    break
+                except RETRYABLE as exc:
+                    record.error = f"{type(exc).__name__}: {exc}"
+                    if number == retries:
+                        break
+                    state.retried += 1
+                    wait = getattr(exc, "retry_after", None) or backoff * 2**number
+                    await anyio.sleep(wait)
+                except Exception as exc:  # the policy's or the env's failure: not retried
+                    record.error = f"{type(exc).__name__}: {exc}"
+                    break
+        finally:
+            state.running -= 1
+            record.seconds = round(time.monotonic() - started, 6)
+        if record.error is not None:
+            record.ended = "error"
+            state.failed += 1
+        else:
+            state.finished += 1
+        if on_episode is not None:
+            on_episode(record)
+
+    async with anyio.create_task_group() as tg:
+        if stream is not None:
+            tg.start_soon(state.show, 0.25)
+        async with anyio.create_task_group() as workers:
+            for _ in range(min(concurrency, episodes)):
+                workers.start_soon(worker)
+        tg.cancel_scope.cancel()
+    if stream is not None:
+        stream.write("\r" + state.line() + "\x1b[K\n")
+        stream.flush()
+    return records
