@@ -1,6 +1,15 @@
 """openenv-ws: an async WebSocket session runtime for long, multi-turn RL agent episodes."""
 
-from .client import EnvSession, EpisodeRecord, SyncEnvSession, connect, connect_sync, run_episodes
+from .client import (
+    EnvSession,
+    EpisodeRecord,
+    Multiplexer,
+    SyncEnvSession,
+    connect,
+    connect_sync,
+    multiplex,
+    run_episodes,
+)
 from .env import Action, Environment, Observation, State, StepResult, SyncEnvironment
 from .errors import (
     CapacityError,
@@ -26,6 +35,7 @@ __all__ = [
     "Environment",
     "EpisodeRecord",
     "EpisodeStateError",
+    "Multiplexer",
     "Observation",
     "OpenEnvWSError",
     "ProtocolError",
@@ -42,5 +52,6 @@ __all__ = [
     "__version__",
     "connect",
     "connect_sync",
+    "multiplex",
     "run_episodes",
 ]

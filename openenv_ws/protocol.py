@@ -232,3 +232,38 @@ def guess_seq(data: bytes | str) -> int:
         return 0
     seq = value.get("seq") if isinstance(value, dict) else None
     return seq if isinstance(seq, int) else 0
+
+
+# ---------------------------------------------------------------- multiplexed batches
+#
+# On a multiplexed connection (``/v1/mux``) every WebSocket message is a MessagePack
+# array of ``[channel, frame]`` pairs: the channel names the session on that connection,
+# the frame is an ordinary frame. One message carries whatever was ready in one loop
+# turn, for any number of sessions: per-message costs are paid once per batch.
+
+_batch_decoder = msgspec.msgpack.Decoder(list[tuple[int, Raw]])
+
+
+def encode_batch(items: list[tuple[int, bytes]]) -> bytes:
+    """Frame bytes already encoded are spliced in, not re-encoded."""
+    n = len(items)
+    if n < 16:
+        head = bytes([0x90 | n])
+    elif n < 1 << 16:
+        head = b"\xdc" + n.to_bytes(2, "big")
+    else:
+        head = b"\xdd" + n.to_bytes(4, "big")
+    parts = [head]
+    for channel, data in items:
+        parts.append(b"\x92")
+        parts.append(_encoder.encode(channel))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def decode_batch(data: bytes) -> list[tuple[int, Raw]]:
+    """Split a batch into (channel, frame bytes); each frame is decoded on its own."""
+    try:
+        return _batch_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ProtocolViolation(f"malformed batch: {exc}") from None

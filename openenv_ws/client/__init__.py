@@ -1,7 +1,17 @@
 """The client: one :class:`EnvSession` per episode, many per process (anyio: asyncio or trio)."""
 
+from .mux import Multiplexer, multiplex
 from .runner import EpisodeRecord, run_episodes
 from .session import EnvSession, connect
 from .sync import SyncEnvSession, connect_sync
 
-__all__ = ["EnvSession", "EpisodeRecord", "SyncEnvSession", "connect", "connect_sync", "run_episodes"]
+__all__ = [
+    "EnvSession",
+    "EpisodeRecord",
+    "Multiplexer",
+    "SyncEnvSession",
+    "connect",
+    "connect_sync",
+    "multiplex",
+    "run_episodes",
+]

@@ -18,7 +18,9 @@ import inspect
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TextIO
 
 import anyio
@@ -30,6 +32,7 @@ from ..errors import (
     SandboxStartError,
     SessionLostError,
 )
+from .mux import multiplex as multiplex_sessions
 from .session import connect
 
 Policy = Callable[[Any], Awaitable[Any] | Any]
@@ -104,13 +107,15 @@ async def run_episodes(
     backoff: float = 0.5,
     progress: bool | TextIO | None = None,
     on_episode: Callable[[EpisodeRecord], Any] | None = None,
+    multiplex: int = 0,
     **connect_options: Any,
 ) -> list[EpisodeRecord]:
     """Run ``episodes`` episodes of ``env``, ``concurrency`` at a time; one record each, in order.
 
     ``policy(observation)`` (sync or async) returns the next action. ``max_steps`` stops
     an episode that neither terminates nor truncates. ``progress`` shows a live line on
-    a terminal (default: when stderr is one). Extra keyword arguments go to ``connect()``.
+    a terminal (default: when stderr is one). ``multiplex=N`` carries all sessions over N
+    shared connections instead of one socket each. Extra keyword arguments go to ``connect()``.
     """
     if seeds is not None and len(seeds) != episodes:
         raise ValueError("seeds must have one entry per episode")
@@ -124,7 +129,7 @@ async def run_episodes(
     async def attempt(record: EpisodeRecord) -> None:
         record.info = {}
         record.episode_return, record.length, record.ended = 0.0, 0, ""
-        async with connect(url, env, options=options or {}, **connect_options) as session:
+        async with open_session(env, options=options or {}, **connect_options) as session:
             record.session_id = session.session_id
             result = await session.reset(seed=record.seed, options=reset_options)
             while True:
@@ -176,13 +181,19 @@ async def run_episodes(
         if on_episode is not None:
             on_episode(record)
 
-    async with anyio.create_task_group() as tg:
-        if stream is not None:
-            tg.start_soon(state.show, 0.25)
-        async with anyio.create_task_group() as workers:
-            for _ in range(min(concurrency, episodes)):
-                workers.start_soon(worker)
-        tg.cancel_scope.cancel()
+    async with AsyncExitStack() as stack:
+        if multiplex:
+            mux = await stack.enter_async_context(multiplex_sessions(url, connections=multiplex, **connect_options))
+            open_session = mux.connect
+        else:
+            open_session = partial(connect, url)
+        async with anyio.create_task_group() as tg:
+            if stream is not None:
+                tg.start_soon(state.show, 0.25)
+            async with anyio.create_task_group() as workers:
+                for _ in range(min(concurrency, episodes)):
+                    workers.start_soon(worker)
+            tg.cancel_scope.cancel()
     if stream is not None:
         stream.write("\r" + state.line() + "\x1b[K\n")
         stream.flush()

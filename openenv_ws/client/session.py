@@ -13,7 +13,7 @@ import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -56,6 +56,14 @@ from .transport import ConnectionLost, WebSocket
 SESSIONS_PATH = "/v1/sessions"
 
 EventCallback = Callable[[Any], Any]
+
+
+class Link(Protocol):
+    """What a session sends through: its own WebSocket, or a channel of a shared one."""
+
+    async def send(self, data: bytes | str) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 def sessions_url(url: str) -> str:
@@ -119,7 +127,7 @@ class EnvSession:
         self.observation_schema: dict[str, Any] = {}
         self.reconnects = 0
         self._resume_token = ""
-        self._ws: WebSocket | None = None
+        self._link: Link | None = None
         self._reader_scope: anyio.CancelScope | None = None
         self._generation = 0
         self._seq = 0
@@ -171,8 +179,8 @@ class EnvSession:
             self._closed = True
             if self._reader_scope is not None:
                 self._reader_scope.cancel()
-            if self._ws is not None:
-                await self._ws.aclose()
+            if self._link is not None:
+                await self._link.aclose()
 
     @property
     def failed(self) -> OpenEnvWSError | None:
@@ -235,7 +243,7 @@ class EnvSession:
 
     async def _send(self, call: _Call) -> None:
         """Send on the current connection unless already sent there; a lost socket is the reader's job."""
-        ws = self._ws
+        ws = self._link
         if ws is None or call.generation == self._generation:
             return
         call.generation = self._generation
@@ -289,7 +297,12 @@ class EnvSession:
             raise RequestTimeoutError(f"no session opened within {self.connect_timeout}s") from None
         except ConnectionLost as exc:
             raise SessionLostError(f"cannot open a session at {self.url}: {exc}") from None
-        self._ws = ws
+        self._adopt(opened, ws)
+        task_group.start_soon(self._read_until_closed)
+
+    def _adopt(self, opened: Opened, link: Link) -> None:
+        """Take the session ``opened`` describes, reached through ``link``."""
+        self._link = link
         self.session_id = opened.session_id
         self.env_name = opened.env
         self.backend = opened.backend
@@ -297,7 +310,6 @@ class EnvSession:
         self.action_schema = unpack(opened.action_schema) or {}
         self.observation_schema = unpack(opened.observation_schema) or {}
         self._ready.set()
-        task_group.start_soon(self._read_until_closed)
 
     async def _read_until_closed(self) -> None:
         # Shielded: when the caller is cancelled, close() still needs the reader to get its
@@ -307,10 +319,10 @@ class EnvSession:
 
     async def _read(self) -> None:
         while True:
-            ws = self._ws
+            ws = self._link
             assert ws is not None
             try:
-                message = await ws.receive()
+                message = await ws.receive()  # type: ignore[union-attr]
             except ConnectionLost:
                 if self._closing or self._failure is not None:
                     return
@@ -349,17 +361,31 @@ class EnvSession:
             self._last_seen = max(self._last_seen, frame.seq)
         call.done.set()
 
+    # ------------------------------------------------------------ resuming (any transport)
+
+    def _begin_resume(self) -> Open:
+        """Hold new requests until resumed; the frame that asks the server to resume."""
+        if self._ready.is_set():
+            self._ready = anyio.Event()
+        return Open(session_id=self.session_id, resume_token=self._resume_token, last_seen=self._last_seen)
+
+    async def _resumed(self, link: Link) -> None:
+        """Switch to ``link`` and resend every unanswered request there, in order."""
+        old, self._link = self._link, link
+        self._generation += 1
+        self.reconnects += 1
+        if old is not None and old is not link:
+            await old.aclose()
+        for call in sorted(self._pending.values(), key=lambda c: c.seq):
+            await self._send(call)
+        self._ready.set()
+
     async def _reconnect(self) -> bool:
-        """Resume on a new socket and resend every unanswered request, in order."""
-        self._ready = anyio.Event()
+        """Resume on a new socket of its own (bounded attempts with backoff)."""
         delay = self.backoff
         last_error: Exception | None = None
         for _ in range(self.reconnect_attempts):
-            frame = Open(
-                session_id=self.session_id,
-                resume_token=self._resume_token,
-                last_seen=self._last_seen,
-            )
+            frame = self._begin_resume()
             try:
                 with anyio.fail_after(self.connect_timeout):
                     ws, _ = await self._handshake(frame)
@@ -371,14 +397,7 @@ class EnvSession:
             except OpenEnvWSError as exc:
                 self._fail(exc)
                 return False
-            old, self._ws = self._ws, ws
-            self._generation += 1
-            self.reconnects += 1
-            if old is not None:
-                await old.aclose()
-            for call in sorted(self._pending.values(), key=lambda c: c.seq):
-                await self._send(call)
-            self._ready.set()
+            await self._resumed(ws)
             return True
         self._fail(SessionLostError(f"could not resume after {self.reconnect_attempts} attempts: {last_error}"))
         return False
@@ -403,10 +422,10 @@ async def connect(url: str, env: str | None = None, **options: Any) -> AsyncIter
                     await session.close()
                 tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        raise _single(group) from None
+        raise single_exception(group) from None
 
 
-def _single(group: BaseExceptionGroup) -> BaseException:
+def single_exception(group: BaseExceptionGroup) -> BaseException:
     """The one exception inside (nested) groups of one, so callers catch what was raised."""
     while isinstance(group, BaseExceptionGroup) and len(group.exceptions) == 1:
         group = group.exceptions[0]

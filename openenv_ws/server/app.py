@@ -20,6 +20,7 @@ from ..registry import EnvSpec, resolve
 from ..sandbox import Backend, create_backend
 from .config import ServerConfig
 from .connection import BadFrame, Connection, Disconnected
+from .mux import mux_socket
 from .sessions import Session, SessionManager
 
 log = logging.getLogger("openenv_ws.server")
@@ -57,6 +58,7 @@ def create_app(
             Route("/v1/envs", list_envs),
             Route("/v1/sessions", list_sessions),
             WebSocketRoute("/v1/sessions", session_socket),
+            WebSocketRoute("/v1/mux", mux_socket),
         ],
         lifespan=lifespan,
     )

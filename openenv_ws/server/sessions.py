@@ -114,8 +114,12 @@ class Session:
                 self.state = "detached"
                 self.detached_at = time.monotonic()
 
-    async def submit(self, frame: Request, conn: Connection) -> None:
-        """Accept a numbered request from ``conn``: apply it once, or answer a repeat from cache."""
+    async def submit(self, frame: Request, conn: Connection, inline: bool = True) -> None:
+        """Accept a numbered request from ``conn``: apply it once, or answer a repeat from cache.
+
+        ``inline`` applies it in the caller's task; a multiplexed connection, whose reader
+        serves many sessions, passes False to have it applied in a task of its own.
+        """
         self.last_activity = time.monotonic()
         entry = self.replies.get(frame.seq)
         if entry is not None:  # a repeat: same frames again, nothing applied twice
@@ -155,7 +159,10 @@ class Session:
             # reader does not need to run meanwhile (one request at a time), and a dropped
             # socket does not cancel it, so the request completes and its reply is cached.
             self.busy = True
-            await self._work()
+            if inline:
+                await self._work()
+            else:
+                self.manager.spawn(self._work)
 
     def _trim_cache(self) -> None:
         keep = self.manager.config.reply_cache + len(self.queue) + 1

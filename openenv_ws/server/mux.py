@@ -1,0 +1,182 @@
+"""Multiplexed connections: many sessions on one WebSocket (``WS /v1/mux``).
+
+Each message is a batch of ``[channel, frame]`` pairs (see :mod:`openenv_ws.protocol`).
+A :class:`Channel` stands in for a connection as far as a :class:`Session` is concerned,
+so sessions keep every guarantee they have on their own sockets: numbered requests
+applied once and in order, replies cached for repeats, and resume (on any channel of any
+connection, multiplexed or not) within the grace period.
+
+Requests are applied in tasks of their own (not in the reader), so one slow session never
+holds up the others on the connection. Replies are queued and flushed once per loop turn
+as one batch: that amortises the per-message cost that dominates a trivial step.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+from starlette.websockets import WebSocket
+
+from ..errors import OpenEnvWSError
+from ..protocol import (
+    ClientFrame,
+    Error,
+    ErrorCode,
+    Frame,
+    Open,
+    Ping,
+    Pong,
+    ProtocolViolation,
+    decode_batch,
+    decode_client,
+    encode,
+    encode_batch,
+    guess_seq,
+)
+from .sessions import Session, SessionManager
+
+log = logging.getLogger("openenv_ws.server")
+
+MAX_BATCH = 4096
+"""Frames per outgoing message at most; a longer queue goes out in several."""
+
+
+class Channel:
+    """One session's place on a multiplexed connection; quacks like a Connection."""
+
+    def __init__(self, mux: MuxConnection, number: int) -> None:
+        self.mux = mux
+        self.number = number
+        self.peer = mux.peer
+        self.session: Session | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.mux.open and self.mux.channels.get(self.number) is self
+
+    async def send(self, data: bytes) -> None:
+        if self.open:
+            self.mux.enqueue(self.number, data)
+
+    async def send_frame(self, frame: Frame) -> None:
+        await self.send(encode(frame))
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Release the channel; the connection and its other sessions go on."""
+        if self.mux.channels.get(self.number) is self:
+            del self.mux.channels[self.number]
+
+
+class MuxConnection:
+    def __init__(self, websocket: WebSocket, manager: SessionManager) -> None:
+        self.websocket = websocket
+        self.manager = manager
+        self.channels: dict[int, Channel] = {}
+        self.open = True
+        client = websocket.client
+        self.peer = f"{client.host}:{client.port}" if client else "?"
+        self._outbox: list[tuple[int, bytes]] = []
+        self._wake = anyio.Event()
+
+    def enqueue(self, channel: int, data: bytes) -> None:
+        if self.open:
+            self._outbox.append((channel, data))
+            self._wake.set()
+
+    def _error(self, channel: int, code: str, message: str, seq: int = 0, fatal: bool = False) -> None:
+        self.enqueue(channel, encode(Error(seq=seq, code=code, message=message, fatal=fatal)))
+
+    async def serve(self) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._write_loop)
+                try:
+                    await self._read_loop()
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            self.open = False
+            for channel in list(self.channels.values()):
+                if channel.session is not None:
+                    channel.session.detach(channel)
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            while self._outbox:
+                batch, self._outbox = self._outbox[:MAX_BATCH], self._outbox[MAX_BATCH:]
+                try:
+                    await self.websocket.send({"type": "websocket.send", "bytes": encode_batch(batch)})
+                except Exception:
+                    self.open = False
+                    return
+
+    async def _read_loop(self) -> None:
+        limit = self.manager.config.max_frame_bytes
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("bytes")
+            if data is None:
+                self._error(0, ErrorCode.MALFORMED_FRAME, "multiplexed connections carry MessagePack batches only")
+                continue
+            try:
+                items = decode_batch(data)
+            except ProtocolViolation as exc:
+                self._error(0, ErrorCode.MALFORMED_FRAME, str(exc))
+                continue
+            for number, raw in items:
+                if len(raw) > limit:
+                    message_text = f"frame of {len(raw)} bytes exceeds the limit of {limit}"
+                    self._error(number, ErrorCode.FRAME_TOO_LARGE, message_text, guess_seq(bytes(raw)))
+                    continue
+                try:
+                    frame = decode_client(raw)
+                except ProtocolViolation as exc:
+                    self._error(number, ErrorCode.MALFORMED_FRAME, f"malformed frame: {exc}", guess_seq(bytes(raw)))
+                    continue
+                await self._handle(number, frame)
+
+    async def _handle(self, number: int, frame: ClientFrame) -> None:
+        if isinstance(frame, Ping):
+            self.enqueue(number, encode(Pong(seq=frame.seq)))
+            return
+        channel = self.channels.get(number)
+        if isinstance(frame, Open):
+            if channel is not None:
+                self._error(number, ErrorCode.UNEXPECTED_FRAME, f"channel {number} already holds a session", frame.seq)
+                return
+            channel = self.channels[number] = Channel(self, number)
+            self.manager.spawn(self._open, channel, frame)
+            return
+        if channel is None or channel.session is None:
+            self._error(number, ErrorCode.UNEXPECTED_FRAME, f"no session on channel {number}: open one", frame.seq)
+            return
+        await channel.session.submit(frame, channel, inline=False)
+
+    async def _open(self, channel: Channel, frame: Open) -> None:
+        try:
+            session = await self.manager.open(frame, channel)
+        except OpenEnvWSError as exc:
+            exc.fatal = True
+            await channel.send_frame(exc.to_frame(frame.seq))
+            await channel.close()
+            return
+        except Exception as exc:
+            log.exception("opening a multiplexed session failed")
+            await channel.send_frame(Error(seq=frame.seq, code=ErrorCode.INTERNAL, message=str(exc), fatal=True))
+            await channel.close()
+            return
+        channel.session = session
+        if not self.open:
+            session.detach(channel)
+            return
+        await channel.send_frame(session.opened_frame(frame.seq, resumed=bool(frame.session_id)))
+
+
+async def mux_socket(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await MuxConnection(websocket, websocket.app.state.manager).serve()
