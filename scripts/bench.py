@@ -26,10 +26,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
+from functools import partial
 
 import anyio
 
+import openenv_ws
 from openenv_ws import connect
 
 LOOP = {"backend": "asyncio", "backend_options": {"use_uvloop": importlib.util.find_spec("uvloop") is not None}}
@@ -82,58 +85,78 @@ async def single_session(url: str, steps: int) -> dict:
 
 
 async def concurrent(
-    url: str, sessions: int, steps: int, delay: float, deadline: float, server_pid: int | None
+    url: str, sessions: int, steps: int, delay: float, deadline: float, server_pid: int | None, multiplex: int = 0
 ) -> dict:
+    """``sessions`` episodes held open at once, then ``steps`` steps each (all bounded by ``deadline``)."""
     latencies: list[float] = []
+    durations: list[float] = []
     ok = 0
     errors: dict[str, int] = {}
     all_open = anyio.Event()
-    opened = 0
+    ready = 0
     rss_during = 0
+    window = {"start": 0.0, "end": 0.0}
 
-    async def episode() -> None:
-        nonlocal ok, opened, rss_during
+    def count_ready() -> None:
+        nonlocal ready, rss_during
+        ready += 1
+        if ready == sessions:
+            if server_pid:
+                rss_during = rss_kib(server_pid)
+            window["start"] = time.perf_counter()
+            all_open.set()
+
+    async def episode(open_session) -> None:
+        nonlocal ok
+        began = time.perf_counter()
+        counted = False
         try:
-            async with connect(url, env="echo", connect_timeout=deadline, request_timeout=deadline) as env:
+            async with open_session("echo", connect_timeout=deadline, request_timeout=deadline) as env:
                 await env.reset()
-                opened += 1
-                if opened == sessions:
-                    if server_pid:
-                        rss_during = rss_kib(server_pid)
-                    all_open.set()
+                counted = True
+                count_ready()
                 with anyio.move_on_after(deadline):
-                    await all_open.wait()  # all sessions held at once before stepping
+                    await all_open.wait()  # every session held at once before stepping
                 for _ in range(steps):
                     t = time.perf_counter()
                     await env.step({"message": "hello", "delay_s": delay})
                     latencies.append(time.perf_counter() - t)
+                window["end"] = max(window["end"], time.perf_counter())
             ok += 1
+            durations.append(time.perf_counter() - began)
         except Exception as exc:  # counted, reported
             errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-            opened_or_failed()
-
-    def opened_or_failed() -> None:
-        if opened + sum(errors.values()) >= sessions:
-            all_open.set()
+            if not counted:
+                count_ready()
 
     started = time.perf_counter()
     with anyio.move_on_after(deadline * 3):
-        async with anyio.create_task_group() as tg:
-            for _ in range(sessions):
-                tg.start_soon(episode)
+        async with AsyncExitStack() as stack:
+            if multiplex:
+                mux = await stack.enter_async_context(openenv_ws.multiplex(url, connections=multiplex))
+                open_session = mux.connect
+            else:
+                open_session = partial(openenv_ws.connect, url)
+            async with anyio.create_task_group() as tg:
+                for _ in range(sessions):
+                    tg.start_soon(episode, open_session)
     elapsed = time.perf_counter() - started
+    stepping = max(window["end"] - window["start"], 1e-9)
     return {
         "sessions": sessions,
         "steps_each": steps,
         "delay_s": delay,
+        "multiplex": multiplex,
         "success_rate": round(ok / sessions, 5),
         "errors": errors,
         "steps_done": len(latencies),
-        "agg_steps_per_s": round(len(latencies) / elapsed, 1),
+        "agg_steps_per_s": round(len(latencies) / stepping, 1),
+        "stepping_s": round(stepping, 2),
         "wall_s": round(elapsed, 2),
         "p50_ms": round(percentile(latencies, 0.50) * 1e3, 2),
         "p99_ms": round(percentile(latencies, 0.99) * 1e3, 2),
         "p999_ms": round(percentile(latencies, 0.999) * 1e3, 2),
+        "session_p99_s": round(percentile(durations, 0.99), 2) if durations else None,
         "server_rss_mib": round(rss_during / 1024, 1) if rss_during else None,
     }
 
@@ -155,9 +178,9 @@ def markdown(report: dict) -> str:
         ]
     if report.get("grid"):
         lines += [
-            "| sessions x steps | success | agg steps/s | p50 | p99 | p999 | server RSS (idle -> loaded) "
-            "| per session |",
-            "|---|---|---|---|---|---|---|---|",
+            "| sessions x steps | mux | success | agg steps/s | p50 | p99 | p999 | session p99 "
+            "| server RSS (idle -> loaded) | per session |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for g in report["grid"]:
             per = (
@@ -166,8 +189,9 @@ def markdown(report: dict) -> str:
                 else "-"
             )
             lines.append(
-                f"| {g['sessions']} x {g['steps_each']} | {g['success_rate'] * 100:.2f}% | {g['agg_steps_per_s']} "
-                f"| {g['p50_ms']} ms | {g['p99_ms']} ms | {g['p999_ms']} ms "
+                f"| {g['sessions']} x {g['steps_each']} | {g['multiplex'] or '-'} | {g['success_rate'] * 100:.2f}% "
+                f"| {g['agg_steps_per_s']} | {g['p50_ms']} ms | {g['p99_ms']} ms | {g['p999_ms']} ms "
+                f"| {g['session_p99_s']} s "
                 f"| {report['idle_rss_mib']} -> {g['server_rss_mib']} MiB | {per} |"
             )
     return "\n".join(lines) + "\n"
@@ -181,6 +205,7 @@ def main() -> int:
     parser.add_argument("--grid", default="10,100,1000", help="comma-separated session counts")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--delay", type=float, default=0.0, help="delay_s of every step (slow-env method)")
+    parser.add_argument("--multiplex", type=int, default=0, help="grid over N multiplexed connections")
     parser.add_argument("--deadline", type=float, default=120.0, help="bound on each phase (s)")
     parser.add_argument("--json", help="write the full report here")
     args = parser.parse_args()
@@ -217,9 +242,8 @@ def main() -> int:
             print("single:", report["single"], flush=True)
         report["grid"] = []
         for n in [int(x) for x in args.grid.split(",") if x]:
-            result = anyio.run(
-                concurrent, url, n, args.steps, args.delay, args.deadline, server.pid if server else None
-            )
+            pid = server.pid if server else None
+            result = anyio.run(concurrent, url, n, args.steps, args.delay, args.deadline, pid, args.multiplex, **LOOP)
             report["grid"].append(result)
             print("grid:", result, flush=True)
     finally:
