@@ -1,6 +1,7 @@
 """The client: one :class:`EnvSession` per episode, many per process (anyio: asyncio or trio)."""
 
 from .mux import Multiplexer, multiplex
+from .openenv import OpenEnvSession, connect_openenv
 from .runner import EpisodeRecord, run_episodes
 from .session import EnvSession, connect
 from .sync import SyncEnvSession, connect_sync
@@ -9,8 +10,10 @@ __all__ = [
     "EnvSession",
     "EpisodeRecord",
     "Multiplexer",
+    "OpenEnvSession",
     "SyncEnvSession",
     "connect",
+    "connect_openenv",
     "connect_sync",
     "multiplex",
     "run_episodes",

@@ -409,8 +409,18 @@ async def connect(url: str, env: str | None = None, **options: Any) -> AsyncIter
 
     Options are :class:`EnvSession`'s: ``options`` (the env's), ``encoding``
     (``"msgpack"`` or ``"json"``), ``observation_type``, ``request_timeout``,
-    ``reconnect_attempts``...
+    ``reconnect_attempts``... ``protocol="openenv"`` speaks OpenEnv's JSON protocol to an
+    OpenEnv server instead, with the same API (see :mod:`openenv_ws.client.openenv`).
     """
+    protocol = options.pop("protocol", "openenv-ws")
+    if protocol == "openenv":
+        from .openenv import connect_openenv
+
+        async with connect_openenv(url, env, **options) as openenv_session:
+            yield openenv_session  # type: ignore[misc]
+        return
+    if protocol != "openenv-ws":
+        raise ValueError(f"protocol must be 'openenv-ws' or 'openenv', not {protocol!r}")
     session = EnvSession(url, env, **options)
     try:
         async with anyio.create_task_group() as tg:

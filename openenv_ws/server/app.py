@@ -41,6 +41,7 @@ def create_app(
     specs = [resolve(e) if isinstance(e, str) else e for e in (envs if isinstance(envs, list) else [envs])]
     sandbox_backend = create_backend(backend) if isinstance(backend, str) else backend
     manager = SessionManager({s.name: s for s in specs}, sandbox_backend, config)
+    from .openenv_compat import routes as openenv_routes  # it imports this module: imported late
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -59,6 +60,7 @@ def create_app(
             Route("/v1/sessions", list_sessions),
             WebSocketRoute("/v1/sessions", session_socket),
             WebSocketRoute("/v1/mux", mux_socket),
+            *openenv_routes(),  # OpenEnv's protocol: /ws, /reset, /step, /state, /health, /schema...
         ],
         lifespan=lifespan,
     )

@@ -1,0 +1,1 @@
+"""Bridges to other environment ecosystems (OpenEnv), shared by the server and the client."""
