@@ -159,9 +159,8 @@ class MuxLink:
                 try:
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(self._write_loop, ws)
-                        for session in self._to_resume:
+                        for session in list(self._to_resume):
                             tg.start_soon(self._resume, session)
-                        self._to_resume = []
                         await self._read_loop(ws)
                 except* (ConnectionLost, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                     pass
@@ -207,8 +206,9 @@ class MuxLink:
 
     async def _reconnect(self) -> bool:
         """A new socket; every live session is then resumed on a new channel of it."""
-        live = [*self.sessions.values(), *self._to_resume]
-        self._to_resume = [s for s in live if s.failed is None and not s._closing]
+        # Sessions still waiting from an earlier round stay listed until they are resumed.
+        live = [*self.sessions.values(), *(s for s in self._to_resume if s not in self.sessions.values())]
+        self._to_resume = [s for s in live if s.failed is None and not s._closed]
         for session in self._to_resume:
             session._begin_resume()
         self.sessions = {}
@@ -239,14 +239,16 @@ class MuxLink:
         return False
 
     async def _resume(self, session: EnvSession) -> None:
+        """Resume one session on the current socket; it stays listed for the next round if that dies too."""
         try:
             number, _ = await self.open(session._begin_resume(), self.connect_timeout)
         except _Dropped:
-            self._to_resume.append(session)  # the socket died again: next round
             return
         except OpenEnvWSError as exc:
+            self._to_resume.remove(session)
             session._fail(exc)
             return
+        self._to_resume.remove(session)
         self.sessions[number] = session
         await session._resumed(_Channel(self, number))
 
