@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import platform
 import resource
 import signal
@@ -59,25 +60,40 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU time of a process (this one when ``pid`` is None)."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def health(http: str) -> dict:
     with urllib.request.urlopen(http + "/healthz", timeout=5) as r:
         return json.loads(r.read())
 
 
-async def single_session(url: str, steps: int) -> dict:
+async def single_session(url: str, steps: int, server_pid: int | None = None) -> dict:
     latencies = []
     async with connect(url, env="echo") as env:
         await env.reset()
         for _ in range(50):  # warm-up
             await env.step({"message": "warm"})
         started = time.perf_counter()
+        cpu = (cpu_seconds(), cpu_seconds(server_pid) if server_pid else 0.0)
         for _ in range(steps):
             t = time.perf_counter()
             await env.step({"message": "hello"})
             latencies.append(time.perf_counter() - t)
         elapsed = time.perf_counter() - started
+        client_cpu = cpu_seconds() - cpu[0]
+        server_cpu = cpu_seconds(server_pid) - cpu[1] if server_pid else None
     return {
         "steps": steps,
+        "client_cpu_us_per_step": round(client_cpu / steps * 1e6, 1),
+        "server_cpu_us_per_step": round(server_cpu / steps * 1e6, 1) if server_cpu is not None else None,
         "steps_per_s": round(steps / elapsed, 1),
         "p50_us": round(percentile(latencies, 0.50) * 1e6, 1),
         "p99_us": round(percentile(latencies, 0.99) * 1e6, 1),
@@ -96,6 +112,8 @@ async def concurrent(
     ready = 0
     rss_during = 0
     window = {"start": 0.0, "end": 0.0}
+    cpu_at_start = [0.0, 0.0]
+    cpu_at_end = [0.0, 0.0]
 
     def count_ready() -> None:
         nonlocal ready, rss_during
@@ -104,6 +122,7 @@ async def concurrent(
             if server_pid:
                 rss_during = rss_kib(server_pid)
             window["start"] = time.perf_counter()
+            cpu_at_start[:] = [cpu_seconds(), cpu_seconds(server_pid) if server_pid else 0.0]
             all_open.set()
 
     async def episode(open_session) -> None:
@@ -121,7 +140,9 @@ async def concurrent(
                     t = time.perf_counter()
                     await env.step({"message": "hello", "delay_s": delay})
                     latencies.append(time.perf_counter() - t)
-                window["end"] = max(window["end"], time.perf_counter())
+                if time.perf_counter() > window["end"]:
+                    window["end"] = time.perf_counter()
+                    cpu_at_end[:] = [cpu_seconds(), cpu_seconds(server_pid) if server_pid else 0.0]
             ok += 1
             durations.append(time.perf_counter() - began)
         except Exception as exc:  # counted, reported
@@ -158,6 +179,10 @@ async def concurrent(
         "p999_ms": round(percentile(latencies, 0.999) * 1e3, 2),
         "session_p99_s": round(percentile(durations, 0.99), 2) if durations else None,
         "server_rss_mib": round(rss_during / 1024, 1) if rss_during else None,
+        "client_cpu_us_per_step": round((cpu_at_end[0] - cpu_at_start[0]) / max(len(latencies), 1) * 1e6, 1),
+        "server_cpu_us_per_step": round((cpu_at_end[1] - cpu_at_start[1]) / max(len(latencies), 1) * 1e6, 1)
+        if server_pid
+        else None,
     }
 
 
@@ -238,7 +263,7 @@ def main() -> int:
         if server:
             report["idle_rss_mib"] = round(rss_kib(server.pid) / 1024, 1)
         if args.single_steps:
-            report["single"] = anyio.run(single_session, url, args.single_steps, **LOOP)
+            report["single"] = anyio.run(single_session, url, args.single_steps, server.pid if server else None, **LOOP)
             print("single:", report["single"], flush=True)
         report["grid"] = []
         for n in [int(x) for x in args.grid.split(",") if x]:
