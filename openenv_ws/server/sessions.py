@@ -10,6 +10,7 @@ again instead of a second application.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -162,7 +163,7 @@ class Session:
             if inline:
                 await self._work()
             else:
-                self.manager.spawn(self._work)
+                self.manager.spawn_light(self._work)
 
     def _trim_cache(self) -> None:
         keep = self.manager.config.reply_cache + len(self.queue) + 1
@@ -289,6 +290,7 @@ class SessionManager:
             name: (pack(spec.schemas["action"]), pack(spec.schemas["observation"])) for name, spec in specs.items()
         }
         self._tg: anyio.abc.TaskGroup | None = None
+        self._light_tasks: set[asyncio.Task] = set()
         self._starting: anyio.Semaphore | None = None
         self._drained = anyio.Event()
 
@@ -296,17 +298,29 @@ class SessionManager:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Own the sessions' tasks until cancelled; reap expired sessions meanwhile."""
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            self._starting = anyio.Semaphore(self.config.max_starting)
-            task_status.started()
-            while True:
-                await anyio.sleep(self.config.reap_interval)
-                self._reap()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                self._starting = anyio.Semaphore(self.config.max_starting)
+                task_status.started()
+                while True:
+                    await anyio.sleep(self.config.reap_interval)
+                    self._reap()
+        finally:
+            for task in list(self._light_tasks):
+                task.cancel()
 
     def spawn(self, fn: Any, *args: Any) -> None:
         assert self._tg is not None, "SessionManager.run() is not running"
         self._tg.start_soon(fn, *args)
+
+    def spawn_light(self, fn: Any) -> None:
+        """Like :meth:`spawn`, for the many short request tasks of multiplexed sessions: a plain
+        asyncio task (the server runs on asyncio) costs a fraction of a task-group task. The
+        manager owns them all the same, and cancels those left when it stops."""
+        task = asyncio.get_running_loop().create_task(fn())
+        self._light_tasks.add(task)
+        task.add_done_callback(self._light_tasks.discard)
 
     def _reap(self) -> None:
         now = time.monotonic()
