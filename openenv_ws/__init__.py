@@ -24,6 +24,7 @@ from .errors import (
     UnknownEnvError,
     ValidationError,
 )
+from .tuning import tune_gc
 
 __version__ = "0.1.0"
 
@@ -54,4 +55,5 @@ __all__ = [
     "connect_sync",
     "multiplex",
     "run_episodes",
+    "tune_gc",
 ]

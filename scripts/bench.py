@@ -234,6 +234,7 @@ def main() -> int:
     parser.add_argument("--deadline", type=float, default=120.0, help="bound on each phase (s)")
     parser.add_argument("--json", help="write the full report here")
     args = parser.parse_args()
+    openenv_ws.tune_gc()
 
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import uvicorn
 from starlette.applications import Starlette
 
+from ..tuning import tune_gc
 from .sessions import SessionManager
 
 log = logging.getLogger("openenv_ws.server")
@@ -82,5 +83,6 @@ def raise_fd_limit() -> int:
 def serve(app: Starlette, host: str = "127.0.0.1", port: int = 8000, **options) -> None:
     """Run until SIGTERM/SIGINT, then drain gracefully."""
     raise_fd_limit()
+    tune_gc()
     server = DrainingServer(uvicorn_config(app, host, port, **options), app.state.manager)
     server.run()
