@@ -12,6 +12,7 @@ from .client import (
 )
 from .env import Action, Environment, Observation, State, StepResult, SyncEnvironment
 from .errors import (
+    AuthError,
     CapacityError,
     EnvError,
     EpisodeStateError,
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Action",
+    "AuthError",
     "CapacityError",
     "EnvError",
     "EnvSession",

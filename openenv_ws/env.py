@@ -88,6 +88,11 @@ class Environment:
     observation_type: ClassVar[type[msgspec.Struct]] = Observation
     state_type: ClassVar[type[msgspec.Struct]] = State
     sandbox: ClassVar[SandboxSettings] = SandboxSettings()
+    #: Fields that legitimately differ between two runs of the same seed and actions (ids,
+    #: timestamps, durations), which replays and ``openenv-ws validate`` ignore. Paths start at
+    #: ``observation``, ``state``, ``info``, ``reward`` or ``events``; ``*`` matches any one key
+    #: or index, and a path covers everything below it: ``("state.episode_id", "observation.elapsed_s")``.
+    nondeterministic_fields: ClassVar[tuple[str, ...]] = ()
 
     _emitter: Emitter | None = None
 

@@ -92,6 +92,12 @@ class SandboxStartError(OpenEnvWSError):
     code = ErrorCode.SANDBOX_START_FAILED
 
 
+class AuthError(OpenEnvWSError):
+    """The server wants a token (``Authorization: Bearer ...``) and got none or a wrong one."""
+
+    code = ErrorCode.UNAUTHORIZED
+
+
 class RequestTimeoutError(OpenEnvWSError, TimeoutError):
     """A request took longer than its deadline."""
 
@@ -118,6 +124,7 @@ _BY_CODE: dict[str, type[OpenEnvWSError]] = {
     ErrorCode.SANDBOX_CRASHED: SandboxCrashedError,
     ErrorCode.SANDBOX_START_FAILED: SandboxStartError,
     ErrorCode.TIMEOUT: RequestTimeoutError,
+    ErrorCode.UNAUTHORIZED: AuthError,
 }
 
 

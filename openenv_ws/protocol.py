@@ -152,6 +152,7 @@ class ErrorCode:
     SANDBOX_CRASHED = "sandbox_crashed"
     SANDBOX_START_FAILED = "sandbox_start_failed"
     TIMEOUT = "timeout"
+    UNAUTHORIZED = "unauthorized"
     INTERNAL = "internal"
 
 

@@ -23,14 +23,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for(predicate, timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
+
+
 class ServerProcess:
     """A real ``openenv-ws serve`` process; stopped by PID (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None, log_level: str = "warning") -> None:
         self.port = free_port()
         self.url = f"ws://127.0.0.1:{self.port}"
         self.http = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "openenv_ws", "serve", *args, "--port", str(self.port), "--log-level", "warning"]
+        cmd = [sys.executable, "-m", "openenv_ws", "serve", *args, "--port", str(self.port), "--log-level", log_level]
         self.log = open(ROOT / "tests" / f".server-{self.port}.log", "w+b")  # noqa: SIM115
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ, **(env or {}))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from typing import Any
 
 sys.modules.setdefault("gradio", None)  # type: ignore[arg-type]  # see tests/openenv_envs.py
@@ -41,7 +40,7 @@ from websockets.sync.client import connect as ws_connect
 from openenv_ws import EnvError, EpisodeStateError, SessionLostError, ValidationError, connect, connect_sync
 from openenv_ws.client import run_episodes
 
-from .conftest import ROOT, ServerProcess, free_port
+from .conftest import ROOT, ServerProcess, free_port, wait_for
 
 # ---------------------------------------------------------------- servers
 
@@ -89,15 +88,6 @@ def openenv_server():
 def health(server: ServerProcess) -> httpx.Response:
     """OpenEnv's health route (ours: ``/healthz`` has the details)."""
     return httpx.get(server.http + "/health", timeout=5)
-
-
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # ---------------------------------------------------------------- OpenEnv's clients -> our server

@@ -32,6 +32,7 @@ class EchoEnvironment(Environment):
     action_type = EchoAction
     observation_type = EchoObservation
     state_type = EchoState
+    nondeterministic_fields = ("state.episode_id",)  # a fresh uuid4 per episode
 
     def __init__(self, max_steps: int | None = None) -> None:
         self.max_steps = max_steps

@@ -22,7 +22,7 @@ import anyio.abc
 from ..errors import OpenEnvWSError, ProtocolError, RequestTimeoutError, SessionLostError, from_frame
 from ..protocol import Error, Open, Opened, ProtocolViolation, decode_batch, decode_server, encode, encode_batch
 from .session import EnvSession, sessions_url, single_exception
-from .transport import ConnectionLost, WebSocket
+from .transport import ConnectionLost, WebSocket, auth_headers
 
 MUX_PATH = "/v1/mux"
 MAX_BATCH_BYTES = 256 * 1024
@@ -272,6 +272,7 @@ class Multiplexer:
         self.url = url
         self.session_options = session_options
         link_options = {k: v for k, v in session_options.items() if k in _LINK_OPTIONS}
+        link_options["headers"] = auth_headers(link_options.get("headers"), session_options.get("token"))
         self.links = [MuxLink(url, **link_options) for _ in range(max(1, connections))]
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:

@@ -26,7 +26,7 @@ import msgspec
 from ..adapters.openenv import error_from_data, step_result
 from ..env import StepResult
 from ..errors import OpenEnvWSError, ProtocolError, RequestTimeoutError, SessionLostError
-from .transport import ConnectionLost, WebSocket
+from .transport import ConnectionLost, WebSocket, auth_headers
 
 
 def openenv_url(url: str, env: str | None = None) -> str:
@@ -61,6 +61,7 @@ class OpenEnvSession:
         request_timeout: float | None = 300.0,
         connect_timeout: float = 30.0,
         headers: dict[str, str] | None = None,
+        token: str | None = None,
         encoding: str = "json",
         reconnect_attempts: int = 0,
         backoff: float = 0.0,
@@ -83,7 +84,7 @@ class OpenEnvSession:
         self.state_type = state_type
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
-        self.headers = headers or {}
+        self.headers = auth_headers(headers, token)
         self._ws: WebSocket | None = None
         self._lock = anyio.Lock(fast_acquire=True)
         self._failure: OpenEnvWSError | None = None

@@ -14,6 +14,7 @@ import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from os import PathLike
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -53,7 +54,8 @@ from ..protocol import (
     pack,
     unpack,
 )
-from .transport import ConnectionLost, WebSocket
+from ..record import EpisodeRecorder, client_recorder
+from .transport import ConnectionLost, WebSocket, auth_headers
 
 SESSIONS_PATH = "/v1/sessions"
 
@@ -114,6 +116,8 @@ class EnvSession:
         max_backoff: float = 2.0,
         max_in_flight: int = 8,
         headers: dict[str, str] | None = None,
+        token: str | None = None,
+        record: str | PathLike[str] | None = None,
     ) -> None:
         if encoding not in ("msgpack", "json"):
             raise ValueError("encoding must be 'msgpack' or 'json'")
@@ -128,7 +132,9 @@ class EnvSession:
         self.reconnect_attempts = reconnect_attempts
         self.backoff = backoff
         self.max_backoff = max_backoff
-        self.headers = headers or {}
+        self.headers = auth_headers(headers, token)  # token: serve --token (default $OPENENV_WS_TOKEN)
+        self.record = record  # a file (every episode of the session) or a directory (one file each)
+        self._recorder: EpisodeRecorder | None = None
         self.session_id: str | None = None
         self.env_name: str | None = None
         self.backend: str | None = None
@@ -190,6 +196,8 @@ class EnvSession:
             pass
         finally:
             self._closed = True
+            if self._recorder is not None:  # the file is complete when close() returns
+                await self._recorder.aclose("closed by client" if self._failure is None else str(self._failure))
             if self._reader_scope is not None:
                 self._reader_scope.cancel()
             if self._link is not None:
@@ -204,6 +212,8 @@ class EnvSession:
 
     def _encode(self, frame: Frame) -> bytes | str:
         data = encode(frame)
+        if self._recorder is not None:
+            self._recorder.request(frame, data)
         return msgpack_to_json(data) if self.json else data
 
     def _decode(self, message: bytes | str) -> ServerFrame:
@@ -341,6 +351,8 @@ class EnvSession:
         self._resume_token = opened.resume_token
         self.action_schema = unpack(opened.action_schema) or {}
         self.observation_schema = unpack(opened.observation_schema) or {}
+        if self.record is not None and self._recorder is None:
+            self._recorder = client_recorder(self.record, opened, self.options)
         self._ready.set()
 
     async def _read_until_closed(self) -> None:
@@ -369,6 +381,8 @@ class EnvSession:
             await self._dispatch(frame)
 
     async def _dispatch(self, frame: ServerFrame) -> None:
+        if self._recorder is not None and not isinstance(frame, Pong):
+            self._recorder.reply(encode(frame))
         if isinstance(frame, Event):
             call = self._pending.get(frame.seq)
             if call is not None and frame.index >= call.events_seen:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections import deque
 
@@ -13,6 +14,10 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
+from ..errors import AuthError
+
+TOKEN_ENV = "OPENENV_WS_TOKEN"
+
 _LOST = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
 
@@ -23,6 +28,15 @@ class ConnectionLost(Exception):
         super().__init__(message)
         self.code = code
         self.reason = reason
+
+
+def auth_headers(headers: dict[str, str] | None, token: str | None = None) -> dict[str, str]:
+    """``headers`` plus ``Authorization: Bearer <token>``: ``token``, else ``$OPENENV_WS_TOKEN`` when set."""
+    result = dict(headers or {})
+    token = token if token is not None else os.environ.get(TOKEN_ENV)
+    if token and not any(name.lower() == "authorization" for name in result):
+        result["Authorization"] = f"Bearer {token}"
+    return result
 
 
 class WebSocket:
@@ -60,11 +74,17 @@ class WebSocket:
             except _LOST:
                 raise ConnectionLost("connection closed during the WebSocket handshake") from None
             self._protocol.receive_data(data)
-            for event in self._protocol.events_received():
+            events = self._protocol.events_received()
+            for index, event in enumerate(events):
                 if isinstance(event, Response):
                     if self._protocol.handshake_exc is not None:
+                        if event.status_code == 401:  # the server's token check (serve --token)
+                            detail = event.body.decode(errors="replace")[:300] if event.body else ""
+                            raise AuthError(f"the server refused the connection (HTTP 401): {detail}", fatal=True)
                         raise ConnectionLost(f"WebSocket handshake failed: {self._protocol.handshake_exc}")
-                    self._collect()
+                    # Frames that came in the same read as the response (a server that speaks first).
+                    self._collect(events[index + 1 :])
+                    await self._flush()
                     return
 
     async def _flush(self) -> None:
@@ -73,8 +93,8 @@ class WebSocket:
             async with self._send_lock:
                 await self._stream.send(data)
 
-    def _collect(self) -> None:
-        for frame in self._protocol.events_received():
+    def _collect(self, frames: list | None = None) -> None:
+        for frame in self._protocol.events_received() if frames is None else frames:
             if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
                 self._fragment_text = frame.opcode is Opcode.TEXT
                 self._fragments = [frame.data]

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import anyio
+import anyio.abc
 
 from ..protocol import Reply, Request
 from ..registry import EnvSpec
@@ -58,6 +60,17 @@ class Backend(ABC):
 
         The returned sandbox carries the new session's id in ``session_id``.
         """
+
+    async def run(
+        self, specs: Sequence[EnvSpec], *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Do the backend's background work (warm pools, reapers) for the server's lifetime.
+
+        Started before the first :meth:`open` with the environments the server serves, so a
+        backend can warm sandboxes for them ahead of any client; cancelled after :meth:`aclose`.
+        Backends with nothing to do in the background keep this default.
+        """
+        task_status.started()
 
     async def aclose(self) -> None:
         """Release what the backend shares between sandboxes (pools, clients)."""

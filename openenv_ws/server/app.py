@@ -9,19 +9,24 @@ from typing import Any
 
 import anyio
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request as HTTPRequest
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from ..errors import OpenEnvWSError
 from ..protocol import Error, ErrorCode, Open, Ping, Pong
+from ..record import WRITER
 from ..registry import EnvSpec, resolve
 from ..sandbox import Backend, create_backend
+from .auth import TokenAuth
 from .config import ServerConfig
 from .connection import BadFrame, Connection, Disconnected
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .mux import mux_socket
 from .sessions import Session, SessionManager
+from .watch import watch_socket
 
 log = logging.getLogger("openenv_ws.server")
 
@@ -46,11 +51,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tg:
+            await tg.start(sandbox_backend.run, specs)  # warm pools, reapers: before the first open
             await tg.start(manager.run)
             try:
                 yield
             finally:
                 await manager.drain()
+                await anyio.to_thread.run_sync(WRITER.flush)  # recordings of the sessions just closed
                 tg.cancel_scope.cancel()
 
     app = Starlette(
@@ -60,8 +67,12 @@ def create_app(
             Route("/v1/sessions", list_sessions),
             WebSocketRoute("/v1/sessions", session_socket),
             WebSocketRoute("/v1/mux", mux_socket),
+            # Operator tooling: live frames of one session (inspector --follow), Prometheus metrics.
+            WebSocketRoute("/v1/sessions/{session_id}/watch", watch_socket),
+            Route("/metrics", metrics),
             *openenv_routes(),  # OpenEnv's protocol: /ws, /reset, /step, /state, /health, /schema...
         ],
+        middleware=[Middleware(TokenAuth, token=config.token, metrics=manager.metrics)] if config.token else [],
         lifespan=lifespan,
     )
     app.state.manager = manager
@@ -92,6 +103,13 @@ async def list_envs(request: HTTPRequest) -> JSONResponse:
 async def list_sessions(request: HTTPRequest) -> JSONResponse:
     manager = _manager(request.app)
     return JSONResponse({"sessions": [s.describe() for s in list(manager.sessions.values())]})
+
+
+async def metrics(request: HTTPRequest) -> Response:
+    manager = _manager(request.app)
+    if manager.metrics is None:
+        return JSONResponse({"detail": "metrics are off (serve --no-metrics)"}, status_code=404)
+    return Response(manager.metrics.render(manager), media_type=METRICS_CONTENT_TYPE)
 
 
 async def session_socket(websocket: WebSocket) -> None:

@@ -32,3 +32,12 @@ class ServerConfig:
     retry_after: float = 1.0
     """What a capacity error suggests as the wait before trying again."""
     reap_interval: float = 1.0
+    # ---- operator tooling (recording, inspector, metrics, auth)
+    record_dir: str | None = None
+    """Record every episode into this directory, one JSON-lines file each (docs/recording.md)."""
+    token: str | None = None
+    """Require ``Authorization: Bearer <token>`` on every route but ``/healthz``."""
+    metrics: bool = True
+    """Count requests, latencies and starts for ``GET /metrics`` (plain integers on the step path)."""
+    watch_buffer: int = 1024
+    """Frames queued for one session watcher; a slower watcher loses frames (counted), never the session."""

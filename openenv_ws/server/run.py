@@ -10,9 +10,11 @@ import signal
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.config import LOGGING_CONFIG
 
 from ..tuning import tune_gc
 from .sessions import SessionManager
@@ -48,8 +50,15 @@ class DrainingServer(uvicorn.Server):
 
 
 def uvicorn_config(
-    app: Starlette, host: str, port: int, *, log_level: str = "info", ws: str = "auto"
+    app: Starlette,
+    host: str,
+    port: int,
+    *,
+    log_level: str = "info",
+    ws: str = "auto",
+    log_config: dict[str, Any] | None = LOGGING_CONFIG,
 ) -> uvicorn.Config:
+    """``log_config=None``: uvicorn's loggers go to the root logger (see :mod:`.logs`)."""
     max_frame = app.state.config.max_frame_bytes
     if ws == "auto":
         ws = "websockets-sansio"
@@ -67,6 +76,7 @@ def uvicorn_config(
         http="httptools" if importlib.util.find_spec("httptools") else "h11",
         backlog=4096,
         log_level=log_level,
+        log_config=log_config,
         timeout_graceful_shutdown=app.state.config.drain_timeout + 5,
         lifespan="on",
     )

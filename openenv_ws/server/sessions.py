@@ -43,6 +43,8 @@ from ..registry import EnvSpec
 from ..sandbox import Backend, Sandbox
 from .config import ServerConfig
 from .connection import Connection
+from .metrics import Metrics
+from .tap import SessionTap, recording_tap
 
 log = logging.getLogger("openenv_ws.server")
 
@@ -82,6 +84,7 @@ class Session:
         self.busy = False
         self.close_reason = ""
         self._watch_scope: anyio.CancelScope | None = None
+        self.tap: SessionTap | None = None  # recording and live watchers; None while nothing listens
 
     # ------------------------------------------------------------ connection side
 
@@ -186,6 +189,8 @@ class Session:
     async def _deliver(self, entry: _Entry, data: bytes) -> None:
         if len(entry.frames) < MAX_CACHED_FRAMES:
             entry.frames.append(data)
+        if self.tap is not None:
+            self.tap.reply(data)
         conn = self.conn
         if conn is not None:
             await conn.send(data)
@@ -193,6 +198,10 @@ class Session:
     async def _apply(self, frame: Request) -> None:
         entry = self.replies.get(frame.seq) or _Entry()
         timeout = self.manager.config.step_timeout
+        if self.tap is not None:
+            self.tap.request(frame)
+        metrics = self.manager.metrics
+        started = time.perf_counter() if metrics is not None else 0.0
 
         async def sink(event: Event) -> None:
             await self._deliver(entry, encode(event))
@@ -220,6 +229,8 @@ class Session:
             )
         if isinstance(reply, Result) and isinstance(frame, Step):
             self.steps += 1
+        if metrics is not None:
+            metrics.applied(frame, reply, time.perf_counter() - started)
         self.last_activity = time.monotonic()
         entry.done = True
         await self._deliver(entry, encode(reply))
@@ -237,6 +248,8 @@ class Session:
             if self.state == "closed" or self.busy:
                 return  # closing on purpose, or the request in flight reports it
             frame = Error(code=ErrorCode.SANDBOX_CRASHED, message=reason, fatal=True)
+            if self.manager.metrics is not None:
+                self.manager.metrics.error(frame.code)
             await self._deliver(_Entry(), encode(frame))
             await self.close(f"{ErrorCode.SANDBOX_CRASHED}: {reason}", notify=False)
 
@@ -247,6 +260,10 @@ class Session:
         self.state = "closed"
         self.close_reason = reason
         self.manager.forget(self)
+        if self.tap is not None:
+            self.tap.close(reason)
+        if self.manager.metrics is not None:
+            self.manager.metrics.sessions_closed += 1
         if self._watch_scope is not None:
             self._watch_scope.cancel()
         log.info("session %s closed: %s", self.id, reason)
@@ -260,6 +277,8 @@ class Session:
 
     def describe(self) -> dict[str, Any]:
         now = time.monotonic()
+        wall = time.time()
+        tap = self.tap
         return {
             "id": self.id,
             "env": self.spec.name,
@@ -270,6 +289,12 @@ class Session:
             "steps": self.steps,
             "idle_s": round(now - self.last_activity, 3),
             "client": self.peer,
+            # Inspector additions: wall-clock times, requests applied, who listens.
+            "created_at": round(wall - (now - self.created), 3),
+            "last_activity_at": round(wall - (now - self.last_activity), 3),
+            "requests": self.applied,
+            "watchers": len(tap.watchers) if tap is not None else 0,
+            "recording": str(tap.recorder.path) if tap is not None and tap.recorder and tap.recorder.path else None,
         }
 
 
@@ -293,6 +318,7 @@ class SessionManager:
         self._light_tasks: set[asyncio.Task] = set()
         self._starting: anyio.Semaphore | None = None
         self._drained = anyio.Event()
+        self.metrics: Metrics | None = Metrics() if config.metrics else None  # GET /metrics; None: not counted
 
     # ------------------------------------------------------------ lifetime
 
@@ -380,6 +406,8 @@ class SessionManager:
             return await self._resume(frame, conn)
         spec = self._spec(frame.env)
         if len(self.sessions) + self.opening >= self.config.max_sessions:
+            if self.metrics is not None:
+                self.metrics.capacity_rejections += 1
             raise CapacityError(
                 f"server at capacity ({self.config.max_sessions} sessions)",
                 retry_after=self.config.retry_after,
@@ -392,6 +420,10 @@ class SessionManager:
             self.opening -= 1
         session = Session(self, sandbox.session_id, spec, sandbox, conn)
         self.sessions[session.id] = session
+        if self.config.record_dir:
+            session.tap = recording_tap(session, frame.options, self.config.record_dir)
+        if self.metrics is not None:
+            self.metrics.sessions_opened += 1
         if sandbox.isolated:
             self.spawn(session.watch_sandbox)
         return session
@@ -407,10 +439,18 @@ class SessionManager:
                 retry_after=self.config.retry_after,
                 fatal=True,
             ) from None
+        started = time.perf_counter()
         try:
-            return await self.backend.open(spec, options)
+            sandbox = await self.backend.open(spec, options)
+        except Exception:
+            if self.metrics is not None:
+                self.metrics.sandbox_start_failures += 1
+            raise
         finally:
             self._starting.release()
+        if self.metrics is not None:
+            self.metrics.sandbox_started(time.perf_counter() - started)
+        return sandbox
 
     async def _resume(self, frame: Open, conn: Connection) -> Session:
         session = self.sessions.get(frame.session_id or "")
@@ -420,6 +460,8 @@ class SessionManager:
                 fatal=True,
             )
         previous = session.attach(conn, frame.last_seen)
+        if self.metrics is not None:
+            self.metrics.resumes += 1
         if previous is not None:
             self.spawn(previous.close, 1000, "superseded by a resumed connection")
         return session

@@ -1,0 +1,459 @@
+"""A long-lived helper process owned by an environment: the coding env's interpreter, the shell env's bash.
+
+The environment talks to its child over a socket whose descriptor the child finds in
+``OPENENV_REQUEST_FD``. The child answers each request by writing an end marker into each of its
+output streams: NUL, the nonce from ``OPENENV_NONCE``, a space, a payload, NUL. What a stream
+carries before its marker is that request's output; it is streamed to the caller as it arrives and
+kept (head and tail, bounded) for the observation.
+
+A request past its deadline is stopped in steps, each given a short grace period: SIGINT to the
+child's process group (the interpreter raises ``KeyboardInterrupt``, bash interrupts the command),
+SIGKILL to the group's other members (what the command started), SIGKILL to the whole group. The
+child runs in a session of its own, and on Linux it is killed when the environment's process dies
+(``PR_SET_PDEATHSIG``), so a killed sandbox worker leaves no interpreter behind.
+
+Shared by ``envs.coding`` and ``envs.shell``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from openenv_ws.env import Environment
+from openenv_ws.errors import ValidationError
+from openenv_ws.protocol import ErrorCode
+
+from ._tasks import choose_task
+
+OutputSink = Callable[[str, str], Awaitable[None]]
+"""Receives ``(stream name, text)`` while a request runs."""
+
+_GONE = (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError)
+
+# Exec'd first in the child: die with the parent (Linux), then become the real command.
+_PDEATHSIG_SHIM = (
+    "import ctypes,os,sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, 9)\n"  # PR_SET_PDEATHSIG, SIGKILL
+    "os.getppid() == int(sys.argv[1]) or os._exit(70)\n"  # the parent died before prctl took effect
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def base_environ(home: str, **extra: str) -> dict[str, str]:
+    """A small, explicit environment for a child: nothing of the server's own variables leaks in."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "HOME": home,
+        "TMPDIR": home,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "TERM": "dumb",
+    }
+    env.update(extra)
+    return env
+
+
+class Workspace:
+    """A fresh scratch directory per episode (under the sandbox's writable /tmp), removed at the end."""
+
+    def __init__(self, prefix: str) -> None:
+        self.path = tempfile.mkdtemp(prefix=prefix)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+class Capture:
+    """One stream's text for one request: head and tail kept, the middle dropped past ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._head: list[str] = []
+        self._head_len = 0
+        self._tail = ""
+        self.dropped = 0
+
+    def add(self, text: str) -> None:
+        room = self.limit // 2 - self._head_len
+        if room > 0:
+            self._head.append(text[:room])
+            self._head_len += min(room, len(text))
+            text = text[room:]
+        if not text:
+            return
+        tail = self._tail + text
+        keep = self.limit - self.limit // 2
+        if len(tail) > keep:
+            self.dropped += len(tail) - keep
+            tail = tail[-keep:]
+        self._tail = tail
+
+    @property
+    def truncated(self) -> bool:
+        return self.dropped > 0
+
+    def text(self) -> str:
+        head = "".join(self._head)
+        if self.dropped:
+            return f"{head}\n... [{self.dropped} characters dropped] ...\n{self._tail}"
+        return head + self._tail
+
+
+class MarkerSplitter:
+    """Splits a byte stream at ``NUL nonce SPACE payload NUL`` markers, holding back a possible partial one."""
+
+    def __init__(self, nonce: str) -> None:
+        self.prefix = b"\0" + nonce.encode() + b" "
+        self._buf = b""
+
+    def feed(self, data: bytes) -> tuple[bytes, bytes | None]:
+        """Return (output before any marker, the marker's payload if one is complete)."""
+        buf = self._buf + data
+        start = buf.find(self.prefix)
+        if start >= 0:
+            end = buf.find(b"\0", start + len(self.prefix))
+            if end < 0:
+                self._buf = buf[start:]
+                return buf[:start], None
+            self._buf = buf[end + 1 :]  # output written after the marker belongs to the next request
+            return buf[:start], buf[start + len(self.prefix) : end]
+        keep = next((k for k in range(min(len(buf), len(self.prefix) - 1), 0, -1) if buf.endswith(self.prefix[:k])), 0)
+        self._buf = buf[len(buf) - keep :] if keep else b""
+        return buf[: len(buf) - keep], None
+
+
+@dataclass
+class Reply:
+    """How one request ended."""
+
+    payload: bytes | None
+    """The marker payload of the first stream; None when the child ended or was killed first."""
+    outputs: dict[str, Capture]
+    interrupted: bool = False
+    """The deadline passed and the child was signalled."""
+    returncode: int | None = None
+    """Set when the child is gone (exited on its own, or killed)."""
+    duration_s: float = 0.0
+    streamed: dict[str, int] = field(default_factory=dict)
+
+
+def ended(returncode: int | None) -> str:
+    """How a child ended, for a message: ``exited with code 3``, ``was killed by SIGSEGV``."""
+    if returncode is None:
+        return "stopped answering"
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+def _stat(pid: int | str) -> list[bytes]:
+    """The fields of /proc/PID/stat after the command name (state, ppid, pgrp, ...); [] if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return []
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (Linux /proc)."""
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != b"Z"
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) pids in process group ``pgid`` (Linux /proc; empty elsewhere)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    members = []
+    for entry in entries:
+        if entry.isdigit():
+            fields = _stat(entry)
+            if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+                members.append(int(entry))
+    return members
+
+
+class ChildProcess:
+    """One helper process and the request protocol described in the module docstring."""
+
+    #: Seconds between the steps that stop a request past its deadline.
+    grace_s = 0.5
+    #: Characters streamed as events per request and stream; the rest is only kept (head and tail).
+    max_streamed_chars = 1 << 20
+
+    def __init__(
+        self,
+        process: anyio.abc.Process,
+        requests: anyio.abc.SocketStream,
+        nonce: str,
+        streams: dict[str, anyio.abc.ByteReceiveStream],
+        max_output_chars: int,
+    ) -> None:
+        self.process = process
+        self._requests = requests
+        self._splitters = {name: MarkerSplitter(nonce) for name in streams}
+        self._streams = streams
+        self.max_output_chars = max_output_chars
+
+    @classmethod
+    async def start(
+        cls,
+        argv: Sequence[str],
+        *,
+        cwd: str,
+        env: dict[str, str],
+        merge_stderr: bool = False,
+        max_output_chars: int = 16384,
+    ) -> ChildProcess:
+        """Start ``argv``; its output streams are ``stdout`` and ``stderr``, or ``output`` when merged."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        nonce = secrets.token_hex(12)
+        env = dict(env, OPENENV_REQUEST_FD=str(theirs.fileno()), OPENENV_NONCE=nonce)
+        if sys.platform.startswith("linux"):
+            argv = [sys.executable, "-I", "-S", "-c", _PDEATHSIG_SHIM, str(os.getpid()), *argv]
+        try:
+            process = await anyio.open_process(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+                cwd=cwd,
+                env=env,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        requests = await anyio.abc.SocketStream.from_socket(ours)
+        assert process.stdout is not None
+        if merge_stderr:
+            streams = {"output": process.stdout}
+        else:
+            assert process.stderr is not None
+            streams = {"stdout": process.stdout, "stderr": process.stderr}
+        return cls(process, requests, nonce, streams, max_output_chars)
+
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None
+
+    async def request(self, data: bytes, *, timeout: float, on_output: OutputSink | None = None) -> Reply:
+        """Send one request and collect its output until every stream's end marker (or the child's end)."""
+        started = time.monotonic()
+        reply = Reply(payload=None, outputs={name: Capture(self.max_output_chars) for name in self._streams})
+        first = next(iter(self._streams))
+
+        async def pump(name: str) -> None:
+            splitter, capture = self._splitters[name], reply.outputs[name]
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            chunk = b""  # the first round flushes what the previous request left after its marker
+            while True:
+                out, payload = splitter.feed(chunk)
+                text = decoder.decode(out, final=payload is not None)
+                if text:
+                    capture.add(text)
+                    streamed = reply.streamed.get(name, 0)
+                    if on_output is not None and streamed < self.max_streamed_chars:
+                        reply.streamed[name] = streamed + len(text)
+                        await on_output(name, text[: self.max_streamed_chars - streamed])
+                if payload is not None:
+                    if name == first:
+                        reply.payload = payload
+                    return
+                try:
+                    chunk = await self._streams[name].receive(65536)
+                except _GONE:
+                    capture.add(decoder.decode(b"", final=True))
+                    return
+
+        async def stop_when_late(scope: anyio.CancelScope) -> None:
+            await anyio.sleep(timeout)
+            reply.interrupted = True
+            self.signal(signal.SIGINT)
+            await anyio.sleep(self.grace_s)
+            self.signal(signal.SIGKILL, spare_leader=True)
+            await anyio.sleep(self.grace_s)
+            self.signal(signal.SIGKILL)
+            await anyio.sleep(self.grace_s)
+            scope.cancel()  # a process outside the group still holds the pipes: stop reading
+
+        try:
+            async with anyio.create_task_group() as watch:
+                watch.start_soon(stop_when_late, watch.cancel_scope)
+                try:
+                    await self._requests.send(data)  # under the deadline too: a stuck child may not read
+                except _GONE:
+                    pass  # the child is gone: its streams end at once and the reply says so
+                async with anyio.create_task_group() as pumps:
+                    for name in self._streams:
+                        pumps.start_soon(pump, name)
+                watch.cancel_scope.cancel()
+        except BaseException:
+            # Cancelled (or the output sink failed) mid-request: the child may still answer later and
+            # would answer the next request with this one's marker. Kill it; the next request sees it gone.
+            self.signal(signal.SIGKILL)
+            raise
+        if reply.payload is None:
+            if self.alive:
+                self.signal(signal.SIGKILL)  # the protocol is broken (e.g. stdout was closed): start over
+            with anyio.move_on_after(2):
+                await self.process.wait()
+            reply.returncode = self.process.returncode
+        reply.duration_s = time.monotonic() - started
+        return reply
+
+    def signal(self, sig: int, *, spare_leader: bool = False) -> None:
+        """Signal the child's process group (all but the child itself with ``spare_leader``)."""
+        pgid = self.process.pid
+        try:
+            if not spare_leader:
+                os.killpg(pgid, sig)
+                return
+            for pid in group_members(pgid):
+                if pid != pgid:
+                    os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    async def close(self) -> None:
+        """Kill the child and everything in its group; release the pipes. Never raises."""
+        with anyio.CancelScope(shield=True):
+            self.signal(signal.SIGKILL)
+            with anyio.move_on_after(2):
+                await self.process.wait()
+            for stream in (self._requests, *self._streams.values()):
+                try:
+                    await stream.aclose()
+                except Exception:
+                    pass
+
+
+def _bad_option(message: str, name: str) -> ValidationError:
+    return ValidationError(message, path=f"$.{name}", code=ErrorCode.BAD_OPTIONS)
+
+
+class ProcessEnvironment(Environment):
+    """What the coding and shell environments share: per episode a workspace, a child process and
+    maybe a task; per step a timeout (the action's, the default, capped) and streamed output."""
+
+    def __init__(
+        self,
+        task: str | None = None,
+        timeout_s: float = 10.0,
+        max_timeout_s: float = 60.0,
+        max_output_chars: int = 16384,
+        max_steps: int | None = None,
+        check_timeout_s: float = 10.0,
+    ) -> None:
+        for name, value in (
+            ("timeout_s", timeout_s),
+            ("max_timeout_s", max_timeout_s),
+            ("check_timeout_s", check_timeout_s),
+        ):
+            if not value > 0:
+                raise _bad_option(f"{name} must be > 0", name)
+        if max_output_chars < 64:
+            raise _bad_option("max_output_chars must be >= 64", "max_output_chars")
+        self.task_option = task
+        choose_task(self._tasks(), task, None)  # an unknown task fails at open, not at the first reset
+        self.timeout_s = timeout_s
+        self.max_timeout_s = max_timeout_s
+        self.max_output_chars = max_output_chars
+        self.max_steps = max_steps
+        self.check_timeout_s = check_timeout_s
+        self.seed: int | None = None
+        self.episode_id = ""
+        self.task_name: str | None = None
+        self.task: dict[str, Any] | None = None
+        self._workspace: Workspace | None = None
+        self._child: ChildProcess | None = None
+
+    # ------------------------------------------------------------ what a subclass provides
+
+    def _tasks(self) -> dict[str, dict[str, Any]]:
+        return {}
+
+    async def _spawn(self) -> ChildProcess:
+        raise NotImplementedError
+
+    async def _prepare(self) -> None:
+        """Called with the new workspace before the child starts (e.g. a task's setup)."""
+
+    # ------------------------------------------------------------ shared
+
+    @property
+    def workspace(self) -> Workspace:
+        assert self._workspace is not None, "reset() first"
+        return self._workspace
+
+    @property
+    def child(self) -> ChildProcess:
+        assert self._child is not None, "reset() first"
+        return self._child
+
+    async def _begin(self, seed: int | None, options: dict[str, Any] | None) -> None:
+        """Start an episode: end the previous one, choose the task, make the workspace, start the child."""
+        options = dict(options or {})
+        task = choose_task(self._tasks(), options.pop("task", self.task_option), seed)
+        if options:
+            raise ValidationError(
+                f"unknown reset options: {', '.join(sorted(options))} (known: task)", path="$.options"
+            )
+        await self._end()
+        self.seed, self.task_name = seed, task
+        self.task = self._tasks()[task] if task else None
+        self.episode_id = str(uuid.uuid4())
+        self._workspace = Workspace(prefix=f"openenv-{self.name}-")
+        await self._prepare()
+        self._child = await self._spawn()
+
+    async def _restart(self) -> None:
+        """Replace a dead (or killed) child with a fresh one in the same workspace."""
+        await self.child.close()
+        self._child = await self._spawn()
+
+    def _timeout(self, requested: float | None) -> float:
+        return min(requested or self.timeout_s, self.max_timeout_s)
+
+    async def _stream(self, stream: str, text: str) -> None:
+        await self.emit({"stream": stream, "text": text})
+
+    def _truncated(self, step_count: int) -> bool:
+        return self.max_steps is not None and step_count >= self.max_steps
+
+    async def _end(self) -> None:
+        if self._child is not None:
+            await self._child.close()
+            self._child = None
+        if self._workspace is not None:
+            self._workspace.remove()
+            self._workspace = None
+
+    async def close(self) -> None:
+        await self._end()

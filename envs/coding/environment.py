@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from openenv_ws.env import Action, Observation, SandboxSettings, State, StepResult
+
+from .._child import ChildProcess, ProcessEnvironment, Reply, base_environ, ended
+from .._tasks import load_tasks
+
+DRIVER = str(Path(__file__).with_name("driver.py"))
+
+Status = Literal["ready", "ok", "error", "timeout", "crashed"]
+
+
+class CodeAction(Action):
+    code: str
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    """Seconds the code may run (default: the ``timeout_s`` option; capped by ``max_timeout_s``)."""
+
+
+class CodeObservation(Observation):
+    stdout: str = ""
+    stderr: str = ""
+    value: str | None = None
+    """``repr()`` of the cell's final expression, when it has one whose value is not None."""
+    exception: str | None = None
+    """``"ZeroDivisionError: division by zero"``; the traceback is in ``stderr``."""
+    status: Status = "ready"
+    """``ok``, ``error`` (raised), ``timeout`` (interrupted at its deadline), ``crashed`` (the interpreter died)."""
+    exit_code: int | None = None
+    """The interpreter's exit code when it ended (negative: killed by that signal)."""
+    interpreter_restarted: bool = False
+    """The interpreter died or had to be killed; a fresh one (empty namespace) runs the next cell."""
+    output_truncated: bool = False
+    duration_s: float = 0.0
+    task: str | None = None
+    prompt: str = ""
+    tests_passed: int = 0
+    tests_total: int = 0
+
+
+class CodeState(State):
+    task: str | None = None
+    interpreter_restarts: int = 0
+    tests_passed: int = 0
+    tests_total: int = 0
+
+
+class CodingEnvironment(ProcessEnvironment):
+    """Multi-turn Python: each step runs a cell in a persistent interpreter (a child process).
+
+    With a task, every step also runs the task's hidden tests against the interpreter's namespace:
+    reward = the fraction passed, ``terminated`` once all pass.
+    """
+
+    name = "coding"
+    action_type = CodeAction
+    observation_type = CodeObservation
+    state_type = CodeState
+    # Skipped by replays and validate: ids, timings, and how output happened to be cut into streamed events.
+    nondeterministic_fields = ("state.episode_id", "observation.duration_s", "events")
+    # The worker, its interpreter and whatever the code starts (threads count as pids).
+    sandbox = SandboxSettings(pids=256, memory="512m")
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._state = CodeState()
+
+    def _tasks(self) -> dict[str, dict[str, Any]]:
+        return load_tasks(__file__)
+
+    async def _spawn(self) -> ChildProcess:
+        env = base_environ(self.workspace.path, PYTHONDONTWRITEBYTECODE="1")
+        if self.seed is not None:
+            env.update(PYTHONHASHSEED=str(self.seed % 2**32), OPENENV_SEED=str(self.seed))
+        argv = [sys.executable, DRIVER]
+        return await ChildProcess.start(argv, cwd=self.workspace.path, env=env, max_output_chars=self.max_output_chars)
+
+    async def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> StepResult:
+        await self._begin(seed, options)
+        task = self.task
+        self._state = CodeState(episode_id=self.episode_id, task=self.task_name)
+        if task is not None:
+            self._state.tests_total = len(task["tests"])
+        return StepResult(
+            observation=CodeObservation(
+                task=self.task_name, prompt=task["prompt"] if task else "", tests_total=self._state.tests_total
+            )
+        )
+
+    async def step(self, action: CodeAction) -> StepResult:
+        self._state.step_count += 1
+        request = json.dumps({"op": "exec", "code": action.code}).encode() + b"\n"
+        timeout = self._timeout(action.timeout_s)
+        reply = await self.child.request(request, timeout=timeout, on_output=self._stream)
+        obs = self._observe(reply, timeout)
+        if obs.interpreter_restarted:
+            await self._restart()
+            self._state.interpreter_restarts += 1
+        reward, terminated = 0.0, False
+        if self.task is not None:
+            obs.tests_passed = await self._check()
+            obs.tests_total = self._state.tests_total
+            self._state.tests_passed = obs.tests_passed
+            reward = obs.tests_passed / obs.tests_total
+            terminated = obs.tests_passed == obs.tests_total
+        obs.task = self.task_name
+        return StepResult(
+            observation=obs, reward=reward, terminated=terminated, truncated=self._truncated(self._state.step_count)
+        )
+
+    def _observe(self, reply: Reply, timeout: float) -> CodeObservation:
+        out, err = reply.outputs["stdout"], reply.outputs["stderr"]
+        obs = CodeObservation(
+            stdout=out.text(),
+            stderr=err.text(),
+            output_truncated=out.truncated or err.truncated,
+            duration_s=round(reply.duration_s, 6),
+        )
+        if reply.payload is None:  # the interpreter is gone
+            obs.exit_code = reply.returncode
+            obs.interpreter_restarted = True
+            if reply.interrupted:
+                obs.status = "timeout"
+                obs.exception = f"TimeoutError: the cell ignored the interrupt at its {timeout:g}s limit and was killed"
+            else:
+                obs.status, obs.exception = "crashed", f"the interpreter {ended(reply.returncode)}"
+            return obs
+        result = json.loads(reply.payload)
+        obs.value, obs.exception = result["value"], result["exception"]
+        if result["status"] == "interrupted" and reply.interrupted:
+            obs.status, obs.exception = "timeout", f"TimeoutError: interrupted at its {timeout:g}s limit"
+        elif result["status"] == "interrupted":  # the code raised KeyboardInterrupt itself
+            obs.status = "error"
+        else:
+            obs.status = result["status"]
+        return obs
+
+    async def _check(self) -> int:
+        """Run the hidden tests in the interpreter; count the ones whose result equals the expected one."""
+        assert self.task is not None
+        tests = self.task["tests"]
+        request = {"op": "check", "function": self.task["function"], "tests": [args for args, _ in tests]}
+        reply = await self.child.request(json.dumps(request).encode() + b"\n", timeout=self.check_timeout_s)
+        if reply.payload is None:
+            await self._restart()
+            self._state.interpreter_restarts += 1
+            return 0
+        results = json.loads(reply.payload)["results"]
+        expected = [json.dumps(want, sort_keys=True) for _, want in tests]
+        return sum(got == want for got, want in zip(results, expected, strict=False))
+
+    async def state(self) -> CodeState:
+        return self._state

@@ -1,0 +1,286 @@
+"""The Docker backend: one hardened container per session, from a warm pool, and no orphans.
+
+Each session's environment runs in its own container, started from the environment's image
+(``openenv-ws build ENV``), confined by its :class:`~openenv_ws.env.SandboxSettings` (no
+network, read-only root, no capabilities, a non-root user, memory/CPU/pids limits unless the
+env opens them). The worker talks to the server over a Unix socket in a per-session host
+directory (see :mod:`.containers`), so the frames are the same as the subprocess backend's.
+
+Around that: warm pools and the cap on starts (:mod:`.pool`), one event stream that sees
+every container die (:mod:`.events`), and the labels and sweeps that leave no container
+behind, even after a server was killed (:mod:`.reaper`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import docker
+import docker.errors
+
+from ..registry import EnvSpec
+from . import reaper
+from .base import Backend, Sandbox, new_session_id
+from .containers import IPC_ROOT, Container, DockerOps, exit_reason, launch, remove_dir
+from .events import ExitMonitor
+from .images import build_command, image_for
+from .pool import WarmPool
+from .relay import RelaySandbox
+
+log = logging.getLogger("openenv_ws.sandbox.docker")
+
+EXIT_REASON_WAIT = 3.0
+"""After end-of-stream, how long to wait for the engine to report the exit (it is usually ms)."""
+
+
+class DockerSandbox(RelaySandbox):
+    def __init__(self, backend: DockerBackend, container: Container, memory: str) -> None:
+        super().__init__(container.channel)
+        self._backend = backend
+        self.container = container
+        self._memory = memory
+        self.id = container.id[:12]
+        self.session_id = container.session_id
+
+    async def _reason(self) -> str:
+        with anyio.move_on_after(EXIT_REASON_WAIT):
+            await self.container.watch.exited.wait()
+        return await self._backend._exit_reason(self.container, self._memory)
+
+    def _exited(self) -> bool:
+        return self.container.exited
+
+    async def _stop(self) -> None:
+        await self._backend._discard(self.container)
+
+    async def wait_exit(self) -> str:
+        await self.container.watch.exited.wait()
+        return await self._backend._exit_reason(self.container, self._memory)
+
+
+class DockerBackend(Backend):
+    """Sandboxes in Docker containers.
+
+    ``image`` overrides every env's image; ``pool`` containers per environment are kept
+    started and connected; at most ``max_starting`` containers start at once (pool refills
+    included) and an open waits at most ``start_timeout`` for one; ``lease_s`` is how long
+    a container may live when its server cannot be checked (another host).
+    """
+
+    name = "docker"
+
+    def __init__(
+        self,
+        image: str | None = None,
+        pool: int = 0,
+        max_starting: int = 4,
+        lease_s: float = 86400.0,
+        *,
+        start_timeout: float = 60.0,
+        ready_timeout: float = 30.0,
+        open_timeout: float = 30.0,
+        reap_interval: float = 30.0,
+        ipc_root: str | Path = IPC_ROOT,
+        docker_threads: int = 16,
+    ) -> None:
+        if pool < 0 or max_starting < 1:
+            raise ValueError("pool must be >= 0 and max_starting >= 1")
+        self.image = image
+        self.pool_size = pool
+        self.max_starting = max_starting
+        self.lease_s = lease_s
+        self.start_timeout = start_timeout
+        self.ready_timeout = ready_timeout
+        self.open_timeout = open_timeout
+        self.reap_interval = reap_interval
+        self.owner = reaper.Owner.current("srv-" + secrets.token_hex(6))
+        self.ipc_root = Path(ipc_root)
+        self.ipc_dir = self.ipc_root / self.owner.instance
+        self._threads = docker_threads
+        self._ops: DockerOps | None = None
+        self._monitor: ExitMonitor | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._pools: dict[str, WarmPool] = {}
+        self._live: dict[str, Container] = {}  # every container this server holds, pooled or in a session
+        self._starts = anyio.Semaphore(max_starting)
+        self._launching = 0  # containers starting right now (never above max_starting)
+        self._stopped = anyio.Event()
+        self._closing = False
+        self.orphans_removed = 0
+
+    # ------------------------------------------------------------ lifetime
+
+    async def run(
+        self, specs: Sequence[EnvSpec], *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            self._ops = await DockerOps.connect(self._threads)
+            monitor = ExitMonitor(docker.from_env, f"{reaper.SERVER}={self.owner.instance}")
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await tg.start(monitor.run)
+                self._monitor = monitor
+                await anyio.to_thread.run_sync(reaper.write_owner, self.ipc_dir, self.owner)
+                await self._sweep()  # what a crashed predecessor left, before anything new starts
+                for spec in specs:
+                    await self._warn_if_missing(spec)
+                    self._pool(spec)
+                tg.start_soon(self._reap_forever)
+                log.info(
+                    "docker backend %s: pool %d per env, %d starting at once",
+                    self.owner.instance,
+                    self.pool_size,
+                    self.max_starting,
+                )
+                task_status.started()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._cleanup()
+                self._stopped.set()
+
+    async def aclose(self) -> None:
+        """Remove every container and directory of this server (pooled ones too)."""
+        self._closing = True
+        if self._tg is None:
+            return
+        self._tg.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(60):
+            await self._stopped.wait()
+
+    async def _cleanup(self) -> None:
+        self._closing = True
+        ops = self._ops
+        if ops is None:
+            return
+        try:
+            for pool in self._pools.values():
+                for container in pool.close():
+                    await container.channel.aclose()
+            mine = await reaper.managed_containers(ops, self.owner.instance)
+            leftovers = [(info, "server shutting down") for info in mine]
+            removed = await reaper.remove_all(ops, leftovers)
+            if removed:
+                log.info("docker backend %s: removed %d containers", self.owner.instance, len(removed))
+        except docker.errors.DockerException as exc:
+            log.warning("docker backend %s: cleanup failed: %s", self.owner.instance, exc)
+        self._live.clear()
+        await remove_dir(self.ipc_dir)
+        await ops.aclose()
+
+    async def _sweep(self) -> None:
+        assert self._ops is not None
+        running = await reaper.running_containers(self._ops)
+        removed = await reaper.sweep(self._ops, self.owner, set(self._live), running)
+        for item in removed:
+            log.info("removed orphan sandbox container %s", item)
+        self.orphans_removed += len(removed)
+        await reaper.sweep_dirs(self.ipc_root, self.owner, running)
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await anyio.sleep(self.reap_interval)
+            try:
+                await self._sweep()
+            except docker.errors.DockerException as exc:
+                log.warning("sweeping orphan containers failed: %s", exc)
+
+    async def _warn_if_missing(self, spec: EnvSpec) -> None:
+        assert self._ops is not None
+        image = image_for(spec, self.image)
+        try:
+            await self._ops.call(self._ops.api.inspect_image, image)
+        except docker.errors.ImageNotFound:
+            log.warning(
+                "sandbox image %r of env %s is missing: build it with `%s`", image, spec.name, build_command(spec)
+            )
+
+    # ------------------------------------------------------------ sessions
+
+    def _pool(self, spec: EnvSpec) -> WarmPool:
+        pool = self._pools.get(spec.target)
+        if pool is None:
+            assert self._tg is not None
+            pool = WarmPool(
+                spec.name,
+                functools.partial(self._launch, spec),
+                self._discard,
+                target=self.pool_size,
+                starts=self._starts,
+                max_age=self.lease_s / 2,
+                task_group=self._tg,
+            )
+            self._pools[spec.target] = pool
+            self._tg.start_soon(pool.maintain)
+        return pool
+
+    async def open(self, spec: EnvSpec, options: dict[str, Any]) -> Sandbox:
+        if self._tg is None or self._closing:
+            raise RuntimeError("the docker backend is not running (create_app starts it with the server)")
+        container, _ = await self._pool(spec).acquire(self.start_timeout)
+        sandbox = DockerSandbox(self, container, spec.cls.sandbox.memory)
+        await sandbox.handshake(spec.target, options, self.open_timeout)
+        return sandbox
+
+    async def _launch(self, spec: EnvSpec) -> Container:
+        assert self._ops is not None and self._monitor is not None
+        session_id = new_session_id()  # labelled now: a pooled container already knows its session
+        labels = {
+            **self.owner.labels(),
+            reaper.SESSION: session_id,
+            reaper.ENV: spec.name,
+            reaper.LEASE: str(int(time.time() + self.lease_s)),
+        }
+        self._launching += 1
+        try:
+            container = await launch(
+                self._ops,
+                self._monitor,
+                image=image_for(spec, self.image),
+                settings=spec.cls.sandbox,
+                labels=labels,
+                ipc_dir=self.ipc_dir / session_id,
+                session_id=session_id,
+                ready_timeout=self.ready_timeout,
+                build_hint=build_command(spec),
+            )
+        finally:
+            self._launching -= 1
+        self._live[container.id] = container
+        return container
+
+    async def _discard(self, container: Container) -> None:
+        """A container is used once: kill and remove it, its channel and its directory."""
+        assert self._ops is not None
+        with anyio.CancelScope(shield=True):
+            await container.channel.aclose()
+            try:
+                await self._ops.remove(container.id)
+            except Exception as exc:  # best effort: it is labelled, so a sweep removes it later
+                log.warning("could not remove container %s (the reaper will): %s", container.id[:12], exc)
+            self._live.pop(container.id, None)
+            if self._monitor is not None:
+                self._monitor.forget(container.id)
+            await remove_dir(container.ipc_dir)
+
+    async def _exit_reason(self, container: Container, memory: str) -> str:
+        assert self._ops is not None
+        return await exit_reason(self._ops, container.id, container.watch, memory)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "instance": self.owner.instance,
+            "containers": len(self._live),
+            "max_starting": self.max_starting,
+            "starting": self._launching,
+            "pools": {pool.name: pool.describe() for pool in self._pools.values()},
+            "orphans_removed": self.orphans_removed,
+        }

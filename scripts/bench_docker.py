@@ -1,0 +1,285 @@
+"""Docker backend figures: warm acquire, cold start, a burst of sessions, memory per container, sessions held.
+
+Starts its own ``openenv-ws serve echo --sandbox docker`` on a free loopback port for each
+phase, and after each phase stops it and removes whatever container of it is left, by its
+instance label. Every loop is bounded by a count and by ``--deadline`` seconds.
+
+    python scripts/bench_docker.py --image openenv-ws-test/sandbox:dev        # all phases
+    python scripts/bench_docker.py --phases warm,cold --samples 50
+
+Phases:
+  warm   sequential sessions on a server with ``--pool``: open (acquire + handshake) and first reset
+  cold   the same with no pool: each open starts a container
+  burst  N sessions at once, time until every one answered its first reset (pool 0, then pool P)
+  hold   hold up to H idle sessions; host memory and container memory per session; a step on each
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import anyio
+import docker
+
+from openenv_ws import connect
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1e3, 1)
+
+
+def mem_available_mib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def container_memory_mib(container_id: str) -> float | None:
+    """The container's cgroup memory usage (v1 or v2), or None if it cannot be read here."""
+    for path in (
+        f"/sys/fs/cgroup/memory/docker/{container_id}/memory.usage_in_bytes",
+        f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/memory.current",
+    ):
+        try:
+            return int(Path(path).read_text()) / 2**20
+        except OSError:
+            continue
+    return None
+
+
+class Server:
+    """``openenv-ws serve echo --sandbox docker`` on a free port, stopped and cleaned by its labels."""
+
+    def __init__(self, image: str, *args: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"ws://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "openenv_ws", "serve", "echo", "--sandbox", "docker", "--image", image]
+        cmd += ["--port", str(self.port), "--log-level", "warning", "--max-sessions", "1000", *args]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.instance = self.health()["backend"]["instance"]
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.proc.kill()
+                    raise RuntimeError("the server did not start") from None
+                time.sleep(0.1)
+
+    def health(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5) as r:
+            return json.loads(r.read())
+
+    def pool(self) -> dict:
+        return self.health()["backend"]["pools"].get("echo", {})
+
+    def stop(self, client: docker.DockerClient) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        filters = {"label": [f"openenv-ws.server={self.instance}"]}
+        for container in client.containers.list(all=True, filters=filters, ignore_removed=True):
+            container.remove(force=True)
+
+
+@contextmanager
+def serving(client: docker.DockerClient, image: str, *args: str):
+    server = Server(image, *args)
+    try:
+        yield server
+    finally:
+        server.stop(client)
+
+
+async def wait_pool(server: Server, ready: int, deadline: float) -> None:
+    with anyio.fail_after(deadline):
+        while (await anyio.to_thread.run_sync(server.pool)).get("ready", 0) < ready:
+            await anyio.sleep(0.05)
+
+
+async def sequential_opens(server: Server, samples: int, pool: int, deadline: float) -> dict:
+    """Open, reset, close one session at a time; with a pool, each open finds a warm container."""
+    opens, resets = [], []
+    for _ in range(samples):
+        if pool:
+            await wait_pool(server, pool, deadline)
+        else:
+            await anyio.sleep(0.2)  # let the previous container's removal finish
+        started = time.perf_counter()
+        async with connect(server.url, env="echo", connect_timeout=deadline) as env:
+            opened = time.perf_counter()
+            await env.reset()
+            resets.append(time.perf_counter() - started)
+            opens.append(opened - started)
+    return {
+        "samples": samples,
+        "open_p50_ms": ms(quantile(opens, 0.5)),
+        "open_p99_ms": ms(quantile(opens, 0.99)),
+        "first_reset_p50_ms": ms(quantile(resets, 0.5)),
+        "first_reset_p99_ms": ms(quantile(resets, 0.99)),
+        "pool": server.pool(),
+    }
+
+
+async def burst(server: Server, sessions: int, deadline: float) -> dict:
+    """All sessions open at once; the time until every one has answered its first reset."""
+    done: list[float] = []
+    errors: dict[str, int] = {}
+    all_reset = anyio.Event()
+    started = time.perf_counter()
+
+    async def one() -> None:
+        try:
+            async with connect(server.url, env="echo", connect_timeout=deadline, request_timeout=deadline) as env:
+                await env.reset()
+                done.append(time.perf_counter() - started)
+                if len(done) + sum(errors.values()) == sessions:
+                    all_reset.set()
+                with anyio.move_on_after(deadline):
+                    await all_reset.wait()  # held until all answered: the burst is really concurrent
+        except Exception as exc:
+            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            if len(done) + sum(errors.values()) == sessions:
+                all_reset.set()
+
+    with anyio.move_on_after(deadline):
+        async with anyio.create_task_group() as tg:
+            for _ in range(sessions):
+                tg.start_soon(one)
+    return {
+        "sessions": sessions,
+        "answered": len(done),
+        "errors": errors,
+        "all_answered_s": round(max(done), 2) if done else None,
+        "first_answered_ms": ms(min(done)) if done else None,
+        "median_answered_s": round(quantile(done, 0.5), 2) if done else None,
+        "pool": server.pool(),
+    }
+
+
+async def hold(server: Server, client: docker.DockerClient, steps: list[int], deadline: float) -> list[dict]:
+    """Hold idle sessions, growing to each count in ``steps``; memory and one step on each at every count."""
+    base = mem_available_mib()
+    envs: list = []
+    release = anyio.Event()
+    results = []
+
+    async def keep_one(opened: anyio.Event) -> None:
+        try:
+            async with connect(server.url, env="echo", connect_timeout=deadline, request_timeout=deadline) as env:
+                await env.reset()
+                envs.append(env)
+                opened.set()
+                await release.wait()
+        finally:
+            opened.set()
+
+    async with anyio.create_task_group() as tg:
+        for target in steps:
+            started = time.perf_counter()
+            with anyio.move_on_after(deadline):
+                while len(envs) < target:
+                    batch = [anyio.Event() for _ in range(min(8, target - len(envs)))]
+                    for event in batch:
+                        tg.start_soon(keep_one, event)
+                    for event in batch:
+                        await event.wait()
+            ramp = time.perf_counter() - started
+            await anyio.sleep(2)  # settle: started containers go idle
+            latencies = []
+            for env in list(envs):
+                t = time.perf_counter()
+                await env.step({"message": "still there?"})
+                latencies.append(time.perf_counter() - t)
+            ids = [c.id for c in client.containers.list(filters={"label": [f"openenv-ws.server={server.instance}"]})]
+            usage = [m for m in map(container_memory_mib, ids) if m is not None]
+            used = base - mem_available_mib()
+            results.append(
+                {
+                    "sessions": len(envs),
+                    "ramp_s": round(ramp, 1),
+                    "host_mem_used_mib": round(used),
+                    "host_mem_per_session_mib": round(used / max(1, len(envs)), 1),
+                    "container_cgroup_mem_p50_mib": round(quantile(usage, 0.5), 1) if usage else None,
+                    "step_p50_ms": ms(quantile(latencies, 0.5)),
+                    "step_p99_ms": ms(quantile(latencies, 0.99)),
+                    "mem_available_mib": round(mem_available_mib()),
+                }
+            )
+            print(json.dumps(results[-1]), flush=True)
+            if mem_available_mib() < 4096:
+                break  # stop early rather than push the machine into swap/OOM
+        release.set()
+    return results
+
+
+async def main(args: argparse.Namespace) -> dict:
+    client = docker.from_env()
+    phases = set(args.phases.split(","))
+    out: dict = {"machine": {"cpus": os.cpu_count(), "mem_available_mib": round(mem_available_mib())}}
+    if "warm" in phases:
+        with serving(client, args.image, "--pool", str(args.pool)) as server:
+            out["warm"] = await sequential_opens(server, args.samples, args.pool, args.deadline)
+            print("warm", json.dumps(out["warm"]), flush=True)
+    if "cold" in phases:
+        with serving(client, args.image) as server:
+            out["cold"] = await sequential_opens(server, max(10, args.samples // 3), 0, args.deadline)
+            print("cold", json.dumps(out["cold"]), flush=True)
+    if "burst" in phases:
+        for pool in (0, args.pool):
+            with serving(client, args.image, "--pool", str(pool), *args.server_args) as server:
+                if pool:
+                    await wait_pool(server, pool, args.deadline)
+                out[f"burst_pool{pool}"] = await burst(server, args.burst, args.deadline)
+                print(f"burst pool {pool}", json.dumps(out[f"burst_pool{pool}"]), flush=True)
+    if "hold" in phases:
+        counts = [n for n in (50, 100, 150, 200) if n <= args.hold] or [args.hold]
+        with serving(client, args.image, "--idle-timeout", "3600", *args.server_args) as server:
+            out["hold"] = await hold(server, client, counts, args.deadline)
+    client.close()
+    return out
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image", default="openenv-ws/echo:0.1.0", help="a sandbox image holding the echo env")
+    parser.add_argument("--phases", default="warm,cold,burst,hold")
+    parser.add_argument("--samples", type=int, default=100, help="sequential opens in the warm phase")
+    parser.add_argument("--pool", type=int, default=8, help="warm containers per env in the warm and burst phases")
+    parser.add_argument("--burst", type=int, default=50, help="sessions opened at once")
+    parser.add_argument("--hold", type=int, default=200, help="most sessions held (at most 200 here)")
+    parser.add_argument("--deadline", type=float, default=180.0, help="bound of each wait (s)")
+    parser.add_argument("--server-args", nargs=argparse.REMAINDER, default=[], help="extra serve arguments")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    if args.hold > 200:
+        parser.error("--hold: at most 200 containers on this machine")
+    results = anyio.run(main, args)
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
