@@ -39,6 +39,7 @@ def openenv_ws(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 async def test_server_records_one_file_per_episode(start_server, tmp_path):
     server = start_server("echo", "--sandbox", "inprocess", "--record", str(tmp_path))
     session_id = await play_echo(server.url)
+    assert wait_for(lambda: len(list(tmp_path.glob("*.jsonl"))) == 2)  # files open on the writer thread
     files = sorted(tmp_path.glob("*.jsonl"))
     assert [f.name for f in files] == [f"echo-{session_id}-1.jsonl", f"echo-{session_id}-2.jsonl"]
     assert wait_for(lambda: read_episodes(files[1])[0].end is not None)  # written by the writer thread
@@ -153,6 +154,7 @@ def test_compare_names_fields_and_ignores_declared_ones():
 def test_replay_passes_then_finds_the_first_divergence(start_server, tmp_path):
     server = start_server("echo", "--sandbox", "inprocess", "--record", str(tmp_path / "rec"))
     anyio.run(play_echo, server.url)
+    assert wait_for(lambda: len(list((tmp_path / "rec").glob("*.jsonl"))) == 2)
     files = sorted((tmp_path / "rec").glob("*.jsonl"))
     assert wait_for(lambda: all(read_episodes(f)[0].end for f in files))
 
