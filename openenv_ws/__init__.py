@@ -1,15 +1,7 @@
 """openenv-ws: an async WebSocket session runtime for long, multi-turn RL agent episodes."""
 
-from .client import (
-    EnvSession,
-    EpisodeRecord,
-    Multiplexer,
-    SyncEnvSession,
-    connect,
-    connect_sync,
-    multiplex,
-    run_episodes,
-)
+from typing import TYPE_CHECKING, Any
+
 from .env import Action, Environment, Observation, State, StepResult, SyncEnvironment
 from .errors import (
     AuthError,
@@ -28,6 +20,34 @@ from .errors import (
 from .tuning import tune_gc
 
 __version__ = "0.1.0"
+
+# The client (WebSocket stack and all) is imported on first use, not with the package: the
+# sandbox worker imports this package too, and every sandbox start would pay for it.
+_CLIENT = ("EnvSession", "EpisodeRecord", "Multiplexer", "SyncEnvSession", "connect", "connect_sync", "multiplex")
+_CLIENT += ("run_episodes",)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLIENT:
+        from . import client
+
+        value = getattr(client, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from .client import (
+        EnvSession,
+        EpisodeRecord,
+        Multiplexer,
+        SyncEnvSession,
+        connect,
+        connect_sync,
+        multiplex,
+        run_episodes,
+    )
 
 __all__ = [
     "Action",
