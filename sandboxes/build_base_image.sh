@@ -20,28 +20,9 @@ FALLBACK_MIRROR=http://deb.debian.org/debian
 INCLUDE=python3,python3-venv,ca-certificates
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
-now_us() {
-    if [[ -n ${EPOCHREALTIME:-} ]]; then
-        NOW_US=${EPOCHREALTIME//[!0-9]/}
-    else
-        NOW_US=$(($(date +%s%N) / 1000))
-    fi
-}
-fmt_since() {
-    now_us
-    local ds=$(((NOW_US - $1) / 100000))
-    printf -v SINCE '%d.%ds' $((ds / 10)) $((ds % 10))
-}
-now_us
-T0=$NOW_US
-log() {
-    fmt_since "$T0"
-    printf '[build_base_image +%s] %s\n' "$SINCE" "$*"
-}
-die() {
-    log "ERROR: $*"
-    exit 1
-}
+LOG_TAG=build_base_image
+# shellcheck source=scripts/timing.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/../scripts/timing.sh"
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (debootstrap needs it)"
 command -v docker >/dev/null 2>&1 || die "no docker CLI in PATH (run scripts/setup_docker.sh)"

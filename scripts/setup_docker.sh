@@ -27,28 +27,9 @@ LAUNCH_ATTEMPTS=3
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 # ---------------------------------------------------------------- helpers
-now_us() { # sets NOW_US (microseconds since the epoch)
-    if [[ -n ${EPOCHREALTIME:-} ]]; then
-        NOW_US=${EPOCHREALTIME//[!0-9]/}
-    else
-        NOW_US=$(($(date +%s%N) / 1000))
-    fi
-}
-fmt_since() { # fmt_since START_US -> sets SINCE ("12.3s")
-    now_us
-    local ds=$(((NOW_US - $1) / 100000))
-    printf -v SINCE '%d.%ds' $((ds / 10)) $((ds % 10))
-}
-now_us
-T0=$NOW_US
-log() {
-    fmt_since "$T0"
-    printf '[setup_docker +%s] %s\n' "$SINCE" "$*"
-}
-die() {
-    log "ERROR: $*"
-    exit 1
-}
+LOG_TAG=setup_docker
+# shellcheck source=scripts/timing.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/timing.sh"
 
 # is_live PID [NAME]: PID exists, is not a zombie and (if NAME is given) its comm is NAME
 is_live() {
