@@ -147,3 +147,26 @@ async def test_graceful_shutdown_finishes_in_flight_steps_then_closes_sessions(s
     assert await anyio.to_thread.run_sync(srv.proc.wait, 15) == 0
     await _wait_gone(busy_pid)
     await _wait_gone(idle_pid)
+
+
+async def test_close_returns_promptly_when_the_connection_drops_meanwhile(start_server):
+    srv = start_server("echo", "--sandbox", "inprocess")
+    async with connect(srv.url, env="echo") as env:
+        await env.reset()
+        async with anyio.create_task_group() as tg:
+
+            async def slow_step() -> None:
+                with pytest.raises(SessionLostError):
+                    await env.step({"message": "slow", "delay_s": 5})
+
+            tg.start_soon(slow_step)
+            await anyio.sleep(0.2)
+
+            async def kill_server_soon() -> None:
+                await anyio.sleep(0.3)
+                srv.proc.kill()  # the close below waits behind the slow step when this lands
+
+            tg.start_soon(kill_server_soon)
+            started = time.monotonic()
+            await env.close()
+            assert time.monotonic() - started < 3  # not the close timeout (10 s)

@@ -368,7 +368,12 @@ class EnvSession:
             try:
                 message = await ws.receive()  # type: ignore[union-attr]
             except ConnectionLost:
-                if self._closing or self._failure is not None:
+                if self._closing:
+                    # Closing anyway: no resume, and a close() in flight learns it now
+                    # instead of waiting out its timeout.
+                    self._fail(SessionLostError("the connection closed while the session was closing"))
+                    return
+                if self._failure is not None:
                     return
                 if not await self._reconnect():
                     return
