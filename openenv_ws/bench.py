@@ -23,7 +23,6 @@ import os
 import platform
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,15 +35,10 @@ import anyio
 
 from .client.mux import multiplex as open_multiplexer
 from .client.session import connect
+from .server.local import free_port
 from .tuning import tune_gc
 
 LOOP = {"backend": "asyncio", "backend_options": {"use_uvloop": importlib.util.find_spec("uvloop") is not None}}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,14 +19,9 @@ import urllib.request
 import anyio
 
 from openenv_ws import connect
+from openenv_ws.server.local import free_port
 
 WORDS = ["observe", "act", "reward", "reset", "episode", "sandbox", "resume", "stream"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> dict:

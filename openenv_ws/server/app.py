@@ -22,17 +22,13 @@ from ..registry import EnvSpec, resolve
 from ..sandbox import Backend, create_backend
 from .auth import TokenAuth
 from .config import ServerConfig
-from .connection import BadFrame, Connection, Disconnected
+from .connection import CLOSE_POLICY, CLOSE_TRY_AGAIN_LATER, BadFrame, Connection, Disconnected
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .mux import mux_socket
 from .sessions import Session, SessionManager
 from .watch import watch_socket
 
 log = logging.getLogger("openenv_ws.server")
-
-# WebSocket close codes used after a fatal error.
-CLOSE_TRY_AGAIN_LATER = 1013
-CLOSE_POLICY = 1008
 
 
 def create_app(

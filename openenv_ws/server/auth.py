@@ -21,13 +21,13 @@ from typing import Any
 import msgspec
 
 from ..protocol import ErrorCode
+from .connection import CLOSE_POLICY
 from .metrics import Metrics
 
 log = logging.getLogger("openenv_ws.server")
 
 TOKEN_ENV = "OPENENV_WS_TOKEN"
 OPEN_PATHS = frozenset({"/healthz"})
-CLOSE_POLICY = 1008
 
 
 def bearer_token(headers: list[tuple[bytes, bytes]]) -> bytes | None:

@@ -18,6 +18,10 @@ from ..protocol import (
     msgpack_to_json,
 )
 
+# WebSocket close codes the server uses.
+CLOSE_POLICY = 1008  # unauthorized, no open frame, a fatal error
+CLOSE_TRY_AGAIN_LATER = 1013  # capacity, shutting down
+
 
 class Disconnected(Exception):
     pass
