@@ -26,7 +26,9 @@ def _serve(args: argparse.Namespace) -> int:
         drain_timeout=args.drain_timeout,
         **tooling.serve_settings(args),  # --record, --token, --no-metrics; sets up --log-format
     )
-    app = create_app(args.env, backend=_backend(args), config=config)
+    from .server.openenv_compat import routes as openenv_routes
+
+    app = create_app(args.env, backend=_backend(args), config=config, extensions=[lambda _: openenv_routes()])
     serve(app, args.host, args.port, log_level=args.log_level, ws=args.ws, log_config=None)
     return 0
 

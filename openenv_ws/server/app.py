@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from ..errors import OpenEnvWSError
@@ -30,19 +30,26 @@ from .watch import watch_socket
 
 log = logging.getLogger("openenv_ws.server")
 
+Extension = Callable[[SessionManager], Sequence[BaseRoute]]
+"""Extra routes served beside ours, built from the session manager (e.g. OpenEnv's protocol)."""
+
 
 def create_app(
     envs: str | EnvSpec | list[str | EnvSpec] = "echo",
     *,
     backend: str | Backend = "inprocess",
     config: ServerConfig | None = None,
+    extensions: Sequence[Extension] = (),
 ) -> Starlette:
-    """Build the server for one or more environments (names, ``module:Class`` paths or specs)."""
+    """Build the server for one or more environments (names, ``module:Class`` paths or specs).
+
+    ``extensions`` add routes of other protocols on the same sessions and sandboxes: the
+    ``serve`` command adds OpenEnv's (:mod:`openenv_ws.openenv.server`).
+    """
     config = config or ServerConfig()
     specs = [resolve(e) if isinstance(e, str) else e for e in (envs if isinstance(envs, list) else [envs])]
     sandbox_backend = create_backend(backend) if isinstance(backend, str) else backend
     manager = SessionManager({s.name: s for s in specs}, sandbox_backend, config)
-    from .openenv_compat import routes as openenv_routes  # it imports this module: imported late
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -66,7 +73,7 @@ def create_app(
             # Operator tooling: live frames of one session (inspector --follow), Prometheus metrics.
             WebSocketRoute("/v1/sessions/{session_id}/watch", watch_socket),
             Route("/metrics", metrics),
-            *openenv_routes(),  # OpenEnv's protocol: /ws, /reset, /step, /state, /health, /schema...
+            *(route for extension in extensions for route in extension(manager)),
         ],
         middleware=[Middleware(TokenAuth, token=config.token, metrics=manager.metrics)] if config.token else [],
         lifespan=lifespan,
