@@ -18,8 +18,7 @@ from .errors import (
     ValidationError,
 )
 from .tuning import tune_gc
-
-__version__ = "0.1.0"
+from .version import __version__
 
 # The client (WebSocket stack and all) is imported on first use, not with the package: the
 # sandbox worker imports this package too, and every sandbox start would pay for it.

@@ -32,6 +32,7 @@ import anyio.to_thread
 import msgspec
 
 from .protocol import PROTOCOL_VERSION, Close, Frame, GetState, Opened, Reset, Step, encode
+from .version import __version__
 
 FORMAT = "openenv-ws/episode"
 VERSION = 1
@@ -296,8 +297,6 @@ class EpisodeRecorder:
 
 def client_recorder(target: str | os.PathLike[str], opened: Opened, options: dict[str, Any]) -> EpisodeRecorder:
     """The recorder of ``connect(..., record=target)``: what the client knows of its session."""
-    from . import __version__
-
     header = {
         "env": opened.env,
         "backend": opened.backend,

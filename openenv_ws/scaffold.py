@@ -12,7 +12,7 @@ import keyword
 import re
 from pathlib import Path
 
-from . import __version__
+from .version import __version__
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from .. import __version__
 from ..registry import EnvSpec, builtin_envs
+from ..version import __version__
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 BASE_IMAGE_VAR = "OPENENV_WS_BASE_IMAGE"

@@ -14,9 +14,9 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
 from ..protocol import Close, Error, ErrorCode, GetState, Request, Reset, Result, Step
 from ..record import WRITER
+from ..version import __version__
 
 if TYPE_CHECKING:
     from .sessions import SessionManager

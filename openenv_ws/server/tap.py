@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .. import __version__
 from ..protocol import Request, encode
 from ..record import C2S, S2C, EpisodeRecorder
+from ..version import __version__
 
 if TYPE_CHECKING:
     from .sessions import Session
