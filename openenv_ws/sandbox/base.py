@@ -75,5 +75,9 @@ class Backend(ABC):
     async def aclose(self) -> None:
         """Release what the backend shares between sandboxes (pools, clients)."""
 
+    def image_of(self, spec: EnvSpec) -> str | None:
+        """The image a sandbox of ``spec`` runs (recorded in recordings); None for backends without images."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}

@@ -274,6 +274,9 @@ class DockerBackend(Backend):
         assert self._ops is not None
         return await exit_reason(self._ops, container.id, container.watch, memory)
 
+    def image_of(self, spec: EnvSpec) -> str | None:
+        return image_for(spec, self.image)
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -13,19 +13,17 @@ from starlette.middleware import Middleware
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
-from starlette.websockets import WebSocket
 
-from ..errors import OpenEnvWSError
-from ..protocol import Error, ErrorCode, Open, Ping, Pong
 from ..record import WRITER
 from ..registry import EnvSpec, resolve
 from ..sandbox import Backend, create_backend
 from .auth import TokenAuth
 from .config import ServerConfig
-from .connection import CLOSE_POLICY, CLOSE_TRY_AGAIN_LATER, BadFrame, Connection, Disconnected
+from .connection import open_session as _open  # noqa: F401  (server/openenv_compat.py until it moves)
+from .connection import session_socket
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .mux import mux_socket
-from .sessions import Session, SessionManager
+from .sessions import SessionManager
 from .watch import watch_socket
 
 log = logging.getLogger("openenv_ws.server")
@@ -110,84 +108,6 @@ async def list_sessions(request: HTTPRequest) -> JSONResponse:
 
 async def metrics(request: HTTPRequest) -> Response:
     manager = _manager(request.app)
-    if manager.metrics is None:
+    if not manager.metrics.enabled:
         return JSONResponse({"detail": "metrics are off (serve --no-metrics)"}, status_code=404)
-    return Response(manager.metrics.render(manager), media_type=METRICS_CONTENT_TYPE)
-
-
-async def session_socket(websocket: WebSocket) -> None:
-    manager = _manager(websocket.app)
-    conn = Connection(websocket, manager.config.max_frame_bytes)
-    await websocket.accept()
-    session: Session | None = None
-    try:
-        session = await _open(manager, conn)
-        if session is None:
-            return
-        while session.state != "closed":
-            try:
-                frame = await conn.receive()
-            except BadFrame as exc:
-                await conn.send_frame(exc.to_frame(exc.seq))
-                continue
-            if isinstance(frame, Ping):
-                await conn.send_frame(Pong(seq=frame.seq))
-            elif isinstance(frame, Open):
-                await conn.send_frame(
-                    Error(
-                        seq=frame.seq,
-                        code=ErrorCode.UNEXPECTED_FRAME,
-                        message="this socket already holds a session",
-                    )
-                )
-            else:
-                await session.submit(frame, conn)
-    except Disconnected:
-        pass
-    finally:
-        if session is not None:
-            session.detach(conn)
-
-
-async def _receive_open(conn: Connection) -> Open:
-    """Read frames until one is ``open``, answering anything else with an error."""
-    while True:
-        try:
-            frame = await conn.receive()
-        except BadFrame as exc:
-            await conn.send_frame(exc.to_frame(exc.seq))
-            continue
-        if isinstance(frame, Open):
-            return frame
-        if isinstance(frame, Ping):
-            await conn.send_frame(Pong(seq=frame.seq))
-            continue
-        message = "open a session first: the first frame must be 'open'"
-        await conn.send_frame(Error(seq=frame.seq, code=ErrorCode.UNEXPECTED_FRAME, message=message))
-
-
-async def _open(manager: SessionManager, conn: Connection) -> Session | None:
-    """Wait (bounded) for the ``open`` frame; answer ``opened`` or a fatal error."""
-    frame: Open | None = None
-    with anyio.move_on_after(manager.config.open_timeout):
-        frame = await _receive_open(conn)
-    if frame is None:
-        message = f"no 'open' frame within {manager.config.open_timeout}s"
-        await conn.send_frame(Error(code=ErrorCode.TIMEOUT, message=message, fatal=True))
-        await conn.close(CLOSE_POLICY, "no open frame")
-        return None
-    try:
-        session = await manager.open(frame, conn)
-    except OpenEnvWSError as exc:
-        exc.fatal = True
-        await conn.send_frame(exc.to_frame(frame.seq))
-        code = CLOSE_TRY_AGAIN_LATER if exc.retry_after is not None else CLOSE_POLICY
-        await conn.close(code, exc.code)
-        return None
-    except Exception as exc:
-        log.exception("opening a session failed")
-        await conn.send_frame(Error(seq=frame.seq, code=ErrorCode.INTERNAL, message=str(exc), fatal=True))
-        await conn.close(1011, "internal error")
-        return None
-    await conn.send_frame(session.opened_frame(frame.seq, resumed=bool(frame.session_id)))
-    return session
+    return Response(manager.metrics.render(manager.snapshot()), media_type=METRICS_CONTENT_TYPE)

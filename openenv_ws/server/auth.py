@@ -22,7 +22,7 @@ import msgspec
 
 from ..protocol import ErrorCode
 from .connection import CLOSE_POLICY
-from .metrics import Metrics
+from .metrics import Metrics, NullMetrics
 
 log = logging.getLogger("openenv_ws.server")
 
@@ -42,6 +42,7 @@ def bearer_token(headers: list[tuple[bytes, bytes]]) -> bytes | None:
 
 class TokenAuth:
     def __init__(self, app: Any, token: str, metrics: Metrics | None = None) -> None:
+        metrics = metrics if metrics is not None else NullMetrics()
         if not token:
             raise ValueError("an empty token would let everyone in")
         self.app = app
@@ -60,8 +61,7 @@ class TokenAuth:
         await self._refuse(scope, receive, send, "missing" if given is None else "wrong")
 
     async def _refuse(self, scope: dict[str, Any], receive: Any, send: Any, what: str) -> None:
-        if self._metrics is not None:
-            self._metrics.auth_failures += 1
+        self._metrics.auth_failed()
         client = scope.get("client") or ("?", 0)
         log.warning("refused %s %s from %s:%s: %s bearer token", scope["type"], scope["path"], *client, what)
         message = f"unauthorized: {what} bearer token (send 'Authorization: Bearer <token>')"

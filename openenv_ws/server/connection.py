@@ -1,6 +1,12 @@
-"""One client WebSocket: frame decoding at the edge, the reply encoding, ordered sends."""
+"""One client WebSocket holding one session (``WS /v1/sessions``): a :class:`FrameSink`.
+
+Frames are decoded at the edge (bad ones are answered here and never reach the session),
+replies go out in the encoding the client last used, one send at a time.
+"""
 
 from __future__ import annotations
+
+import logging
 
 import anyio
 from starlette.websockets import WebSocket
@@ -8,15 +14,22 @@ from starlette.websockets import WebSocket
 from ..errors import OpenEnvWSError
 from ..protocol import (
     ClientFrame,
+    Error,
     ErrorCode,
-    Frame,
+    Open,
+    Ping,
+    Pong,
     ProtocolViolation,
+    ServerFrame,
     decode_client,
     encode,
     guess_seq,
     json_to_msgpack,
     msgpack_to_json,
 )
+from .sessions import Session, SessionManager
+
+log = logging.getLogger("openenv_ws.server")
 
 # WebSocket close codes the server uses.
 CLOSE_POLICY = 1008  # unauthorized, no open frame, a fatal error
@@ -71,8 +84,8 @@ class Connection:
             message = f"malformed frame: {exc}"
             raise BadFrame(message, code=ErrorCode.MALFORMED_FRAME, seq=guess_seq(original)) from None
 
-    async def send(self, data: bytes) -> None:
-        """Send one canonical (MessagePack) frame; a closed socket is silently skipped."""
+    async def send(self, frame: ServerFrame, data: bytes) -> None:
+        """Send one frame (its canonical MessagePack bytes); a closed socket is silently skipped."""
         if not self.open:
             return
         async with self._send_lock:
@@ -84,8 +97,8 @@ class Connection:
             except Exception:
                 self.open = False
 
-    async def send_frame(self, frame: Frame) -> None:
-        await self.send(encode(frame))
+    async def send_frame(self, frame: ServerFrame) -> None:
+        await self.send(frame, encode(frame))
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         if not self.open:
@@ -96,3 +109,81 @@ class Connection:
                 await self.websocket.close(code, reason)
             except Exception:
                 pass
+
+
+async def session_socket(websocket: WebSocket) -> None:
+    manager: SessionManager = websocket.app.state.manager
+    conn = Connection(websocket, manager.config.max_frame_bytes)
+    await websocket.accept()
+    session: Session | None = None
+    try:
+        session = await open_session(manager, conn)
+        if session is None:
+            return
+        while not session.closed:
+            try:
+                frame = await conn.receive()
+            except BadFrame as exc:
+                await conn.send_frame(exc.to_frame(exc.seq))
+                continue
+            if isinstance(frame, Ping):
+                await conn.send_frame(Pong(seq=frame.seq))
+            elif isinstance(frame, Open):
+                await conn.send_frame(
+                    Error(
+                        seq=frame.seq,
+                        code=ErrorCode.UNEXPECTED_FRAME,
+                        message="this socket already holds a session",
+                    )
+                )
+            else:
+                await session.submit(frame, conn)
+    except Disconnected:
+        pass
+    finally:
+        if session is not None:
+            session.detach(conn)
+
+
+async def _receive_open(conn: Connection) -> Open:
+    """Read frames until one is ``open``, answering anything else with an error."""
+    while True:
+        try:
+            frame = await conn.receive()
+        except BadFrame as exc:
+            await conn.send_frame(exc.to_frame(exc.seq))
+            continue
+        if isinstance(frame, Open):
+            return frame
+        if isinstance(frame, Ping):
+            await conn.send_frame(Pong(seq=frame.seq))
+            continue
+        message = "open a session first: the first frame must be 'open'"
+        await conn.send_frame(Error(seq=frame.seq, code=ErrorCode.UNEXPECTED_FRAME, message=message))
+
+
+async def open_session(manager: SessionManager, conn: Connection) -> Session | None:
+    """Wait (bounded) for the ``open`` frame; answer ``opened`` or a fatal error."""
+    frame: Open | None = None
+    with anyio.move_on_after(manager.config.open_timeout):
+        frame = await _receive_open(conn)
+    if frame is None:
+        message = f"no 'open' frame within {manager.config.open_timeout}s"
+        await conn.send_frame(Error(code=ErrorCode.TIMEOUT, message=message, fatal=True))
+        await conn.close(CLOSE_POLICY, "no open frame")
+        return None
+    try:
+        session = await manager.open(frame, conn)
+    except OpenEnvWSError as exc:
+        exc.fatal = True
+        await conn.send_frame(exc.to_frame(frame.seq))
+        code = CLOSE_TRY_AGAIN_LATER if exc.retry_after is not None else CLOSE_POLICY
+        await conn.close(code, exc.code)
+        return None
+    except Exception as exc:
+        log.exception("opening a session failed")
+        await conn.send_frame(Error(seq=frame.seq, code=ErrorCode.INTERNAL, message=str(exc), fatal=True))
+        await conn.close(1011, "internal error")
+        return None
+    await conn.send_frame(session.opened_frame(frame.seq, resumed=bool(frame.session_id)))
+    return session

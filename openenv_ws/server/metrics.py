@@ -1,8 +1,10 @@
 """Prometheus metrics (``GET /metrics``), in the text exposition format, written by hand.
 
 The step path only adds to plain integers (a dict increment, a bisect into the latency
-buckets); what can be read when scraped is read then: sessions by state, the backend's own
-numbers (containers, warm pools) from its ``describe()``, the process's memory and files.
+buckets); what can be read when scraped is read then, from a :class:`ServerSnapshot` the
+session manager takes: sessions by state, the backend's own numbers (containers, warm
+pools) from its ``describe()``, and the process's memory and files. With metrics off the
+server holds a :class:`NullMetrics`, whose methods do nothing: no ``None`` checks anywhere.
 """
 
 from __future__ import annotations
@@ -12,14 +14,12 @@ import resource
 import time
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 from ..protocol import Close, Error, ErrorCode, GetState, Request, Reset, Result, Step
 from ..record import WRITER
 from ..version import __version__
-
-if TYPE_CHECKING:
-    from .sessions import SessionManager
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -53,8 +53,25 @@ class Histogram:
         yield f"{name}_count {self.count}"
 
 
+@dataclass(slots=True)
+class ServerSnapshot:
+    """What a scrape reads from the server at that moment (taken by the session manager)."""
+
+    backend: dict[str, Any]
+    """The backend's ``describe()``: its name, and numbers such as containers and pools."""
+    max_sessions: int
+    opening: int = 0
+    sessions: dict[str, int] = field(default_factory=dict)
+    """Sessions held, by shown state (active, busy, detached)."""
+    watchers: int = 0
+    watch_dropped: int = 0
+    """Frames dropped for the watchers alive now (those gone are counted in the metrics)."""
+
+
 class Metrics:
-    """The server's counters. Attributes are plain numbers: the server's code adds to them directly."""
+    """The server's counters: plain numbers, added to by the methods below on the hot paths."""
+
+    enabled = True
 
     def __init__(self) -> None:
         self.started = time.time()
@@ -93,25 +110,40 @@ class Metrics:
         self.sandbox_starts += 1
         self.sandbox_start_seconds.observe(seconds)
 
-    def render(self, manager: SessionManager) -> str:
-        return "\n".join(self._lines(manager)) + "\n"
+    def sandbox_start_failed(self) -> None:
+        self.sandbox_start_failures += 1
 
-    def _lines(self, manager: SessionManager) -> Iterator[str]:
-        by_state = {"active": 0, "busy": 0, "detached": 0}
-        watchers = dropped = 0
-        for session in list(manager.sessions.values()):
-            state = "busy" if session.busy and session.state == "active" else session.state
-            by_state[state] = by_state.get(state, 0) + 1
-            tap = session.tap
-            if tap is not None:
-                watchers += len(tap.watchers)
-                dropped += sum(w.dropped for w in tap.watchers)
-        info = [(_labels(version=__version__, backend=manager.backend.name), 1)]
+    def session_opened(self) -> None:
+        self.sessions_opened += 1
+
+    def session_closed(self) -> None:
+        self.sessions_closed += 1
+
+    def resumed(self) -> None:
+        self.resumes += 1
+
+    def capacity_rejected(self) -> None:
+        self.capacity_rejections += 1
+
+    def auth_failed(self) -> None:
+        self.auth_failures += 1
+
+    def watcher_gone(self, dropped: int) -> None:
+        self.watch_dropped += dropped
+
+    def render(self, snapshot: ServerSnapshot) -> str:
+        return "\n".join(self._lines(snapshot)) + "\n"
+
+    def _lines(self, snapshot: ServerSnapshot) -> Iterator[str]:
+        by_state = {"active": 0, "busy": 0, "detached": 0, **snapshot.sessions}
+        watchers, dropped = snapshot.watchers, snapshot.watch_dropped
+        backend_name = str(snapshot.backend.get("name", "?"))
+        info = [(_labels(version=__version__, backend=backend_name), 1)]
         table: list[tuple[str, str, str, float | list[Sample]]] = [
             ("info", "gauge", "Version and sandbox backend of this server.", info),
             ("sessions", "gauge", "Sessions held now, by state.", [(_labels(state=k), v) for k, v in by_state.items()]),
-            ("sessions_opening", "gauge", "Sessions whose sandbox is starting.", manager.opening),
-            ("sessions_max", "gauge", "Sessions the server holds at most.", manager.config.max_sessions),
+            ("sessions_opening", "gauge", "Sessions whose sandbox is starting.", snapshot.opening),
+            ("sessions_max", "gauge", "Sessions the server holds at most.", snapshot.max_sessions),
             ("sessions_opened_total", "counter", "Sessions opened.", self.sessions_opened),
             ("sessions_closed_total", "counter", "Sessions ended, for any reason.", self.sessions_closed),
             ("resumes_total", "counter", "Sessions resumed on a new connection.", self.resumes),
@@ -141,8 +173,44 @@ class Metrics:
             "From asking for a sandbox to its env being ready.",
             self.sandbox_start_seconds,
         )
-        yield from _backend_lines(manager.backend.describe())
+        yield from _backend_lines(snapshot.backend)
         yield from _process_lines(self.started)
+
+
+class NullMetrics(Metrics):
+    """Metrics switched off (``serve --no-metrics``): every count is dropped."""
+
+    enabled = False
+
+    def applied(self, frame: Request, reply: Any, seconds: float) -> None:
+        pass
+
+    def error(self, code: str) -> None:
+        pass
+
+    def sandbox_started(self, seconds: float) -> None:
+        pass
+
+    def sandbox_start_failed(self) -> None:
+        pass
+
+    def session_opened(self) -> None:
+        pass
+
+    def session_closed(self) -> None:
+        pass
+
+    def resumed(self) -> None:
+        pass
+
+    def capacity_rejected(self) -> None:
+        pass
+
+    def auth_failed(self) -> None:
+        pass
+
+    def watcher_gone(self, dropped: int) -> None:
+        pass
 
 
 Sample = tuple[str, float]

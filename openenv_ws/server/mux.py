@@ -23,11 +23,11 @@ from ..protocol import (
     ClientFrame,
     Error,
     ErrorCode,
-    Frame,
     Open,
     Ping,
     Pong,
     ProtocolViolation,
+    ServerFrame,
     decode_batch,
     decode_client,
     encode,
@@ -43,7 +43,7 @@ MAX_BATCH = 4096
 
 
 class Channel:
-    """One session's place on a multiplexed connection; quacks like a Connection."""
+    """One session's place on a multiplexed connection: a :class:`~openenv_ws.server.sink.FrameSink`."""
 
     def __init__(self, mux: MuxConnection, number: int) -> None:
         self.mux = mux
@@ -55,12 +55,9 @@ class Channel:
     def open(self) -> bool:
         return self.mux.open and self.mux.channels.get(self.number) is self
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, frame: ServerFrame, data: bytes) -> None:
         if self.open:
             self.mux.enqueue(self.number, data)
-
-    async def send_frame(self, frame: Frame) -> None:
-        await self.send(encode(frame))
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Release the channel; the connection and its other sessions go on."""
@@ -162,19 +159,19 @@ class MuxConnection:
             session = await self.manager.open(frame, channel)
         except OpenEnvWSError as exc:
             exc.fatal = True
-            await channel.send_frame(exc.to_frame(frame.seq))
+            self.enqueue(channel.number, encode(exc.to_frame(frame.seq)))
             await channel.close()
             return
         except Exception as exc:
             log.exception("opening a multiplexed session failed")
-            await channel.send_frame(Error(seq=frame.seq, code=ErrorCode.INTERNAL, message=str(exc), fatal=True))
+            self._error(channel.number, ErrorCode.INTERNAL, str(exc), frame.seq, fatal=True)
             await channel.close()
             return
         channel.session = session
         if not self.open:
             session.detach(channel)
             return
-        await channel.send_frame(session.opened_frame(frame.seq, resumed=bool(frame.session_id)))
+        self.enqueue(channel.number, encode(session.opened_frame(frame.seq, resumed=bool(frame.session_id))))
 
 
 async def mux_socket(websocket: WebSocket) -> None:

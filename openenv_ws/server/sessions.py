@@ -1,27 +1,27 @@
-"""Sessions: one episode's state machine, its reply cache, and the manager that bounds them.
+"""Sessions: the I/O around one episode's rules, and the manager that holds and bounds them.
 
-A session outlives its connection. Requests are numbered by the client; each number is
-applied at most once, in order, one at a time. Every frame a request produces (its
-events, then its reply) is kept in the session's reply cache and sent to whatever
-connection is attached at that moment, so a request in flight when the socket drops
-still completes, and a client that resumes and repeats the number gets the same frames
-again instead of a second application.
+The rules (numbering, reply cache, queue, attach/detach/resume) are
+:class:`openenv_ws.core.server.SessionState`'s; a :class:`Session` carries them out: it
+applies accepted requests in its sandbox, one at a time, and sends every frame they produce
+to the :class:`~openenv_ws.server.sink.FrameSink` attached at that moment, so a request in
+flight when the socket drops still completes and its reply waits in the cache for the
+resume. The :class:`SessionManager` owns every session and every task they run.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
-from collections import OrderedDict, deque
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import anyio.abc
 
+from ..core.server import Apply, Limits, Refuse, SessionState
 from ..errors import CapacityError, OpenEnvWSError, ProtocolError, SessionLostError, UnknownEnvError
 from ..protocol import (
     PROTOCOL_VERSION,
@@ -32,19 +32,20 @@ from ..protocol import (
     Event,
     Open,
     Opened,
+    Raw,
     Reply,
     Request,
-    Result,
-    Step,
+    ServerFrame,
     encode,
     pack,
 )
 from ..registry import EnvSpec
 from ..sandbox import Backend, Sandbox
 from .config import ServerConfig
-from .connection import Connection
-from .metrics import Metrics
+from .metrics import Metrics, NullMetrics, ServerSnapshot
+from .sink import FrameSink
 from .tap import SessionTap, recording_tap
+from .tasks import TaskOwner
 
 log = logging.getLogger("openenv_ws.server")
 
@@ -52,41 +53,63 @@ MAX_CACHED_FRAMES = 4096
 """Frames (events + reply) kept per request for resends; later events are sent live only."""
 
 
-@dataclass(slots=True)
-class _Entry:
-    frames: list[bytes] = field(default_factory=list)
-    done: bool = False
+@dataclass(frozen=True, slots=True)
+class SessionContext:
+    """What every session of a server shares: its limits, its counters, the owner of its tasks."""
+
+    backend: str
+    limits: Limits
+    step_timeout: float | None
+    metrics: Metrics
+    tasks: TaskOwner
+    forget: Callable[[Session], None]
+    """Called once when a session closes: the manager drops it."""
 
 
 class Session:
     def __init__(
         self,
-        manager: SessionManager,
+        context: SessionContext,
         session_id: str,
         spec: EnvSpec,
         sandbox: Sandbox,
-        conn: Connection,
+        sink: FrameSink,
+        schemas: tuple[Raw, Raw],
     ) -> None:
-        self.manager = manager
+        self.context = context
         self.id = session_id
         self.token = secrets.token_urlsafe(24)
         self.spec = spec
         self.sandbox = sandbox
-        self.conn: Connection | None = conn
-        self.peer = conn.peer
-        self.state = "active"  # active | detached | closed
-        self.created = self.last_activity = time.monotonic()
-        self.detached_at = 0.0
-        self.steps = 0
-        self.applied = 0  # highest request number accepted
-        self.replies: OrderedDict[int, _Entry] = OrderedDict()
-        self.queue: deque[Request] = deque()
-        self.busy = False
-        self.close_reason = ""
-        self._watch_scope: anyio.CancelScope | None = None
+        self.sink: FrameSink | None = sink
+        self.peer = sink.peer
+        self.state = SessionState(context.limits, time.monotonic())
         self.tap: SessionTap | None = None  # recording and live watchers; None while nothing listens
+        self._schemas = schemas
+        self._watch_scope: anyio.CancelScope | None = None
 
-    # ------------------------------------------------------------ connection side
+    # ------------------------------------------------------------ what others read
+
+    @property
+    def applied(self) -> int:
+        """The highest request number accepted."""
+        return self.state.applied
+
+    @property
+    def closed(self) -> bool:
+        return self.state.closed
+
+    @property
+    def close_reason(self) -> str:
+        return self.state.close_reason
+
+    @property
+    def busy(self) -> bool:
+        return self.state.busy
+
+    @property
+    def created(self) -> float:
+        return self.state.created
 
     def opened_frame(self, seq: int, resumed: bool) -> Opened:
         return Opened(
@@ -94,150 +117,99 @@ class Session:
             session_id=self.id,
             resume_token=self.token,
             env=self.spec.name,
-            backend=self.manager.backend.name,
-            action_schema=self.manager.schema_payloads[self.spec.name][0],
-            observation_schema=self.manager.schema_payloads[self.spec.name][1],
+            backend=self.context.backend,
+            action_schema=self._schemas[0],
+            observation_schema=self._schemas[1],
             resumed=resumed,
-            last_applied=self.applied,
+            last_applied=self.state.applied,
         )
 
-    def attach(self, conn: Connection, last_seen: int) -> Connection | None:
-        """Bind a new connection; returns the one it replaces, for the caller to close."""
-        previous, self.conn = self.conn, conn
-        self.state = "active"
-        self.peer = conn.peer
-        self.last_activity = time.monotonic()
-        for seq in [s for s, e in self.replies.items() if s <= last_seen and e.done]:
-            del self.replies[seq]
-        return previous if previous is not conn else None
+    # ------------------------------------------------------------ connections
 
-    def detach(self, conn: Connection) -> None:
-        if self.conn is conn:
-            self.conn = None
-            if self.state == "active":
-                self.state = "detached"
-                self.detached_at = time.monotonic()
+    def attach(self, sink: FrameSink, last_seen: int) -> FrameSink | None:
+        """Bind a new sink; returns the one it replaces, for the caller to close."""
+        previous, self.sink = self.sink, sink
+        self.peer = sink.peer
+        self.state.attach(last_seen, time.monotonic())
+        return previous if previous is not sink else None
 
-    async def submit(self, frame: Request, conn: Connection, inline: bool = True) -> None:
-        """Accept a numbered request from ``conn``: apply it once, or answer a repeat from cache.
+    def detach(self, sink: FrameSink) -> None:
+        if self.sink is sink:
+            self.sink = None
+            self.state.detach(time.monotonic())
+
+    async def _send(self, frame: ServerFrame, data: bytes) -> None:
+        if self.tap is not None:
+            self.tap.reply(data)
+        sink = self.sink
+        if sink is not None:
+            await sink.send(frame, data)
+
+    # ------------------------------------------------------------ requests
+
+    async def submit(self, frame: Request, sink: FrameSink, inline: bool = True) -> None:
+        """Accept a numbered request from ``sink``: apply it once, or answer a repeat from cache.
 
         ``inline`` applies it in the caller's task; a multiplexed connection, whose reader
         serves many sessions, passes False to have it applied in a task of its own.
         """
-        self.last_activity = time.monotonic()
-        entry = self.replies.get(frame.seq)
-        if entry is not None:  # a repeat: same frames again, nothing applied twice
-            for data in list(entry.frames):
-                await conn.send(data)
-            return
-        if self.state == "closed":
-            await conn.send_frame(
-                Error(
-                    seq=frame.seq,
-                    code=ErrorCode.SESSION_CLOSED,
-                    message=f"session closed: {self.close_reason}",
-                    fatal=True,
-                )
-            )
-            return
-        if frame.seq <= self.applied:
-            message = f"request {frame.seq} is older than the newest applied ({self.applied}) and no longer cached"
-            await conn.send_frame(Error(seq=frame.seq, code=ErrorCode.STALE_SEQ, message=message))
-            return
-        if len(self.queue) >= self.manager.config.max_queue:
-            await conn.send_frame(
-                Error(
-                    seq=frame.seq,
-                    code=ErrorCode.QUEUE_FULL,
-                    message=f"{len(self.queue)} requests already wait in this session",
-                    retry_after=self.manager.config.retry_after,
-                )
-            )
-            return
-        self.applied = frame.seq
-        self.replies[frame.seq] = _Entry()
-        self._trim_cache()
-        self.queue.append(frame)
-        if not self.busy:
-            # Applied in the caller's task (the connection's reader): no task per request. The
-            # reader does not need to run meanwhile (one request at a time), and a dropped
-            # socket does not cancel it, so the request completes and its reply is cached.
-            self.busy = True
-            if inline:
-                await self._work()
-            else:
-                self.manager.spawn_light(self._work)
-
-    def _trim_cache(self) -> None:
-        keep = self.manager.config.reply_cache + len(self.queue) + 1
-        while len(self.replies) > keep:
-            seq, entry = next(iter(self.replies.items()))
-            if not entry.done:
-                break
-            del self.replies[seq]
-
-    # ------------------------------------------------------------ applying requests
+        admission = self.state.receive(frame, time.monotonic())
+        if type(admission) is Apply:
+            if admission.start:
+                # Applied in the caller's task (the connection's reader): no task per request. The
+                # reader does not need to run meanwhile (one request at a time), and a dropped
+                # socket does not cancel it, so the request completes and its reply is cached.
+                if inline:
+                    await self._work()
+                else:
+                    self.context.tasks.spawn(self._work)
+        elif isinstance(admission, Refuse):
+            error = admission.error
+            await sink.send(error, encode(error))
+        else:  # a repeat: the same frames again, nothing applied twice
+            for reply, data in admission.frames:
+                await sink.send(reply, data)
 
     async def _work(self) -> None:
+        state = self.state
         try:
-            while self.queue and self.state != "closed":
-                await self._apply(self.queue.popleft())
-        finally:
-            self.busy = False
-            self.last_activity = time.monotonic()
-
-    async def _deliver(self, entry: _Entry, data: bytes) -> None:
-        if len(entry.frames) < MAX_CACHED_FRAMES:
-            entry.frames.append(data)
-        if self.tap is not None:
-            self.tap.reply(data)
-        conn = self.conn
-        if conn is not None:
-            await conn.send(data)
+            while (frame := state.next_request(time.monotonic())) is not None:
+                await self._apply(frame)
+        except BaseException:
+            state.busy = False  # cancelled (the server is stopping): nothing runs any more
+            raise
 
     async def _apply(self, frame: Request) -> None:
-        entry = self.replies.get(frame.seq) or _Entry()
-        timeout = self.manager.config.step_timeout
+        context = self.context
         if self.tap is not None:
             self.tap.request(frame)
-        metrics = self.manager.metrics
-        started = time.perf_counter() if metrics is not None else 0.0
+        started = time.perf_counter()
+        seq = frame.seq
 
-        async def sink(event: Event) -> None:
-            await self._deliver(entry, encode(event))
+        async def stream(event: Event) -> None:
+            data = encode(event)
+            self.state.record(seq, (event, data))
+            await self._send(event, data)
 
+        timeout = context.step_timeout
         reply: Reply
         try:
             with anyio.fail_after(timeout) if timeout and not isinstance(frame, Close) else nullcontext():
-                reply = await self.sandbox.request(frame, sink)
+                reply = await self.sandbox.request(frame, stream)
         except TimeoutError:
-            reply = Error(
-                seq=frame.seq,
-                code=ErrorCode.TIMEOUT,
-                message=f"request took longer than {timeout}s; the sandbox was stopped",
-                fatal=True,
-            )
+            message = f"request took longer than {timeout}s; the sandbox was stopped"
+            reply = Error(seq=seq, code=ErrorCode.TIMEOUT, message=message, fatal=True)
         except OpenEnvWSError as exc:
-            reply = exc.to_frame(frame.seq)
+            reply = exc.to_frame(seq)
         except Exception as exc:
-            log.exception("session %s: request %s failed", self.id, frame.seq)
-            reply = Error(
-                seq=frame.seq,
-                code=ErrorCode.INTERNAL,
-                message=f"{type(exc).__name__}: {exc}",
-                fatal=True,
-            )
-        if isinstance(reply, Result) and isinstance(frame, Step):
-            self.steps += 1
-        if metrics is not None:
-            metrics.applied(frame, reply, time.perf_counter() - started)
-        self.last_activity = time.monotonic()
-        entry.done = True
-        await self._deliver(entry, encode(reply))
-        if isinstance(reply, Closed):
-            await self.close("closed by client", notify=False)
-        elif isinstance(reply, Error) and reply.fatal:
-            await self.close(f"{reply.code}: {reply.message}", notify=False)
+            log.exception("session %s: request %s failed", self.id, seq)
+            reply = Error(seq=seq, code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}", fatal=True)
+        context.metrics.applied(frame, reply, time.perf_counter() - started)
+        data = encode(reply)
+        ending = self.state.finish(frame, (reply, data), time.monotonic())
+        await self._send(reply, data)
+        if ending is not None:
+            await self.close(ending, notify=False)
 
     # ------------------------------------------------------------ ending
 
@@ -245,61 +217,59 @@ class Session:
         """Tell the client promptly when its sandbox dies between requests."""
         with anyio.CancelScope() as self._watch_scope:
             reason = await self.sandbox.wait_exit()
-            if self.state == "closed" or self.busy:
+            if self.state.closed or self.state.busy:
                 return  # closing on purpose, or the request in flight reports it
             frame = Error(code=ErrorCode.SANDBOX_CRASHED, message=reason, fatal=True)
-            if self.manager.metrics is not None:
-                self.manager.metrics.error(frame.code)
-            await self._deliver(_Entry(), encode(frame))
+            self.context.metrics.error(frame.code)
+            await self._send(frame, encode(frame))
             await self.close(f"{ErrorCode.SANDBOX_CRASHED}: {reason}", notify=False)
 
     async def close(self, reason: str, notify: bool = True, code: int = 1000) -> None:
         """End the session: drop it, stop its sandbox, tell and release the client."""
-        if self.state == "closed":
+        if not self.state.close(reason):
             return
-        self.state = "closed"
-        self.close_reason = reason
-        self.manager.forget(self)
+        self.context.forget(self)
         if self.tap is not None:
             self.tap.close(reason)
-        if self.manager.metrics is not None:
-            self.manager.metrics.sessions_closed += 1
+        self.context.metrics.session_closed()
         if self._watch_scope is not None:
             self._watch_scope.cancel()
         log.info("session %s closed: %s", self.id, reason)
         with anyio.CancelScope(shield=True):
             await self.sandbox.close()
-            conn = self.conn
-            if conn is not None:
+            sink = self.sink
+            if sink is not None:
                 if notify:
-                    await conn.send_frame(Closed(reason=reason))
-                await conn.close(code, reason[:120])
+                    closed = Closed(reason=reason)
+                    await sink.send(closed, encode(closed))
+                await sink.close(code, reason[:120])
 
     def describe(self) -> dict[str, Any]:
         now = time.monotonic()
         wall = time.time()
+        state = self.state
         tap = self.tap
         return {
             "id": self.id,
             "env": self.spec.name,
-            "backend": self.manager.backend.name,
+            "backend": self.context.backend,
             "sandbox": self.sandbox.id,
-            "state": "busy" if self.busy and self.state == "active" else self.state,
-            "age_s": round(now - self.created, 3),
-            "steps": self.steps,
-            "idle_s": round(now - self.last_activity, 3),
+            "state": state.shown_state,
+            "age_s": round(now - state.created, 3),
+            "steps": state.steps,
+            "idle_s": round(now - state.last_activity, 3),
             "client": self.peer,
             # Inspector additions: wall-clock times, requests applied, who listens.
-            "created_at": round(wall - (now - self.created), 3),
-            "last_activity_at": round(wall - (now - self.last_activity), 3),
-            "requests": self.applied,
+            "created_at": round(wall - (now - state.created), 3),
+            "last_activity_at": round(wall - (now - state.last_activity), 3),
+            "requests": state.applied,
             "watchers": len(tap.watchers) if tap is not None else 0,
             "recording": str(tap.recorder.path) if tap is not None and tap.recorder and tap.recorder.path else None,
         }
 
 
 class SessionManager:
-    """Holds every session, enforces the server's bounds, and reaps what expired."""
+    """Owns every session and their tasks, enforces the server's bounds, and reaps what expired."""
 
     def __init__(self, specs: dict[str, EnvSpec], backend: Backend, config: ServerConfig) -> None:
         if not specs:
@@ -311,14 +281,28 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         self.draining = False
         self.opening = 0
-        self.schema_payloads = {
+        self.metrics: Metrics = Metrics() if config.metrics else NullMetrics()
+        self.tasks = TaskOwner()
+        """Short tasks that must not hold up their caller: multiplexed requests."""
+        self.context = SessionContext(
+            backend=backend.name,
+            limits=Limits(
+                max_queue=config.max_queue,
+                reply_cache=config.reply_cache,
+                max_cached_frames=MAX_CACHED_FRAMES,
+                retry_after=config.retry_after,
+            ),
+            step_timeout=config.step_timeout,
+            metrics=self.metrics,
+            tasks=self.tasks,
+            forget=self._forget,
+        )
+        self._schemas = {
             name: (pack(spec.schemas["action"]), pack(spec.schemas["observation"])) for name, spec in specs.items()
         }
         self._tg: anyio.abc.TaskGroup | None = None
-        self._light_tasks: set[asyncio.Task] = set()
         self._starting: anyio.Semaphore | None = None
         self._drained = anyio.Event()
-        self.metrics: Metrics | None = Metrics() if config.metrics else None  # GET /metrics; None: not counted
 
     # ------------------------------------------------------------ lifetime
 
@@ -333,31 +317,20 @@ class SessionManager:
                     await anyio.sleep(self.config.reap_interval)
                     self._reap()
         finally:
-            for task in list(self._light_tasks):
-                task.cancel()
+            self.tasks.cancel()
 
     def spawn(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` in the manager's task group (cancelled when the server stops)."""
         assert self._tg is not None, "SessionManager.run() is not running"
         self._tg.start_soon(fn, *args)
-
-    def spawn_light(self, fn: Any) -> None:
-        """Like :meth:`spawn`, for the many short request tasks of multiplexed sessions: a plain
-        asyncio task (the server runs on asyncio) costs a fraction of a task-group task. The
-        manager owns them all the same, and cancels those left when it stops."""
-        task = asyncio.get_running_loop().create_task(fn())
-        self._light_tasks.add(task)
-        task.add_done_callback(self._light_tasks.discard)
 
     def _reap(self) -> None:
         now = time.monotonic()
         cfg = self.config
         for session in list(self.sessions.values()):
-            if session.busy:
-                continue
-            if session.state == "detached" and now - session.detached_at > cfg.resume_grace:
-                self.spawn(session.close, "resume grace period expired")
-            elif now - session.last_activity > cfg.idle_timeout:
-                self.spawn(session.close, "idle timeout", True, 1001)
+            expiry = session.state.expiry(now, resume_grace=cfg.resume_grace, idle_timeout=cfg.idle_timeout)
+            if expiry is not None:
+                self.spawn(session.close, expiry.reason, expiry.notify, expiry.code)
 
     async def drain(self) -> None:
         """Graceful shutdown: refuse new sessions, let in-flight requests finish, close all."""
@@ -375,19 +348,25 @@ class SessionManager:
         await self.backend.aclose()
         self._drained.set()
 
-    def forget(self, session: Session) -> None:
+    def _forget(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
 
-    # ------------------------------------------------------------ opening
+    # ------------------------------------------------------------ finding
 
-    def _spec(self, name: str | None) -> EnvSpec:
+    def spec(self, name: str | None) -> EnvSpec:
+        """The environment ``name`` (None: the first one served); raises :class:`UnknownEnvError`."""
         spec = self.specs.get(name or self.default_env)
         if spec is None:
             served = ", ".join(self.specs)
             raise UnknownEnvError(f"unknown environment {name!r}; this server serves: {served}", fatal=True)
         return spec
 
-    async def open(self, frame: Open, conn: Connection) -> Session:
+    def get(self, session_id: str) -> Session | None:
+        return self.sessions.get(session_id)
+
+    # ------------------------------------------------------------ opening
+
+    async def open(self, frame: Open, sink: FrameSink) -> Session:
         """Create or resume the session an :class:`Open` frame asks for."""
         if frame.version != PROTOCOL_VERSION:
             raise ProtocolError(
@@ -403,11 +382,10 @@ class SessionManager:
                 fatal=True,
             )
         if frame.session_id:
-            return await self._resume(frame, conn)
-        spec = self._spec(frame.env)
+            return self._resume(frame, sink)
+        spec = self.spec(frame.env)
         if len(self.sessions) + self.opening >= self.config.max_sessions:
-            if self.metrics is not None:
-                self.metrics.capacity_rejections += 1
+            self.metrics.capacity_rejected()
             raise CapacityError(
                 f"server at capacity ({self.config.max_sessions} sessions)",
                 retry_after=self.config.retry_after,
@@ -418,15 +396,28 @@ class SessionManager:
             sandbox = await self._start_sandbox(spec, frame.options)
         finally:
             self.opening -= 1
-        session = Session(self, sandbox.session_id, spec, sandbox, conn)
+        session = Session(self.context, sandbox.session_id, spec, sandbox, sink, self._schemas[spec.name])
         self.sessions[session.id] = session
         if self.config.record_dir:
-            session.tap = recording_tap(session, frame.options, self.config.record_dir)
-        if self.metrics is not None:
-            self.metrics.sessions_opened += 1
+            header = self._recording_header(session, frame.options)
+            session.tap = recording_tap(header, session.created, self.config.record_dir)
+        self.metrics.session_opened()
         if sandbox.isolated:
             self.spawn(session.watch_sandbox)
         return session
+
+    def _recording_header(self, session: Session, options: dict[str, Any]) -> dict[str, Any]:
+        spec = session.spec
+        return {
+            "env": spec.name,
+            "target": spec.target,
+            "backend": self.backend.name,
+            "sandbox": session.sandbox.id,
+            "image": self.backend.image_of(spec),
+            "session_id": session.id,
+            "options": options,
+            "nondeterministic_fields": list(spec.cls.nondeterministic_fields),
+        }
 
     async def _start_sandbox(self, spec: EnvSpec, options: dict[str, Any]) -> Sandbox:
         assert self._starting is not None
@@ -443,28 +434,27 @@ class SessionManager:
         try:
             sandbox = await self.backend.open(spec, options)
         except Exception:
-            if self.metrics is not None:
-                self.metrics.sandbox_start_failures += 1
+            self.metrics.sandbox_start_failed()
             raise
         finally:
             self._starting.release()
-        if self.metrics is not None:
-            self.metrics.sandbox_started(time.perf_counter() - started)
+        self.metrics.sandbox_started(time.perf_counter() - started)
         return sandbox
 
-    async def _resume(self, frame: Open, conn: Connection) -> Session:
+    def _resume(self, frame: Open, sink: FrameSink) -> Session:
         session = self.sessions.get(frame.session_id or "")
         if session is None or not secrets.compare_digest(session.token, frame.resume_token or ""):
             raise SessionLostError(
                 f"session {frame.session_id!r} cannot be resumed: unknown, expired or closed",
                 fatal=True,
             )
-        previous = session.attach(conn, frame.last_seen)
-        if self.metrics is not None:
-            self.metrics.resumes += 1
+        previous = session.attach(sink, frame.last_seen)
+        self.metrics.resumed()
         if previous is not None:
             self.spawn(previous.close, 1000, "superseded by a resumed connection")
         return session
+
+    # ------------------------------------------------------------ reading
 
     def health(self) -> dict[str, Any]:
         held = len(self.sessions)
@@ -474,8 +464,22 @@ class SessionManager:
             "envs": list(self.specs),
             "sessions": held,
             "busy": sum(1 for s in self.sessions.values() if s.busy),
-            "detached": sum(1 for s in self.sessions.values() if s.state == "detached"),
+            "detached": sum(1 for s in self.sessions.values() if s.state.phase == "detached"),
             "opening": self.opening,
             "max_sessions": self.config.max_sessions,
             "capacity_left": max(0, self.config.max_sessions - held - self.opening),
         }
+
+    def snapshot(self) -> ServerSnapshot:
+        """What ``GET /metrics`` reports beside the counters."""
+        snapshot = ServerSnapshot(
+            backend=self.backend.describe(), max_sessions=self.config.max_sessions, opening=self.opening
+        )
+        for session in list(self.sessions.values()):
+            shown = session.state.shown_state
+            snapshot.sessions[shown] = snapshot.sessions.get(shown, 0) + 1
+            tap = session.tap
+            if tap is not None:
+                snapshot.watchers += len(tap.watchers)
+                snapshot.watch_dropped += sum(w.dropped for w in tap.watchers)
+        return snapshot

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
 from ..protocol import Request, encode
 from ..record import C2S, S2C, EpisodeRecorder
 from ..version import __version__
-
-if TYPE_CHECKING:
-    from .sessions import Session
 
 WATCH_BUFFER = 1024
 """Frames queued for one watcher; beyond it they are dropped and counted."""
@@ -91,29 +88,11 @@ class SessionTap:
         self.watchers = []
 
 
-def recording_tap(session: Session, options: dict[str, Any], record_dir: str) -> SessionTap:
-    """A tap that records every episode of ``session`` into ``record_dir`` (``serve --record``)."""
-    spec = session.spec
-    backend = session.manager.backend
-    header = {
-        "env": spec.name,
-        "target": spec.target,
-        "backend": backend.name,
-        "sandbox": session.sandbox.id,
-        "image": _image(backend, spec),
-        "session_id": session.id,
-        "options": options,
-        "nondeterministic_fields": list(spec.cls.nondeterministic_fields),
-        "recorder": "server",
-        "server_version": __version__,
-    }
-    return SessionTap(session.created, EpisodeRecorder(record_dir + "/", header))
+def recording_tap(header: dict[str, Any], t0: float, record_dir: str) -> SessionTap:
+    """A tap that records every episode of a session into ``record_dir`` (``serve --record``).
 
-
-def _image(backend: Any, spec: Any) -> str | None:
-    """The sandbox image of a Docker session (other backends run no image)."""
-    if backend.name != "docker":
-        return None
-    from ..sandbox.images import image_for
-
-    return image_for(spec, getattr(backend, "image", None))
+    ``header`` describes the session (env, target, backend, sandbox, session id, options...);
+    the recorder adds what it knows itself.
+    """
+    header = {**header, "recorder": "server", "server_version": __version__}
+    return SessionTap(t0, EpisodeRecorder(record_dir + "/", header))

@@ -78,7 +78,7 @@ async def watch_socket(websocket: WebSocket) -> None:
     manager = websocket.app.state.manager
     session_id = websocket.path_params["session_id"]
     await websocket.accept()
-    session: Session | None = manager.sessions.get(session_id)
+    session: Session | None = manager.get(session_id)
     if session is None:
         await _send(websocket, {"kind": "error", "message": f"no session {session_id!r}: it ended or never existed"})
         await websocket.close(CLOSE_NOT_FOUND, "session not found")
@@ -96,5 +96,4 @@ async def watch_socket(websocket: WebSocket) -> None:
         pass  # the watcher went away
     finally:
         _detach(session, watcher)
-        if manager.metrics is not None:
-            manager.metrics.watch_dropped += watcher.dropped
+        manager.metrics.watcher_gone(watcher.dropped)
