@@ -23,8 +23,8 @@ import anyio
 
 from openenv_ws import connect
 from openenv_ws.errors import OpenEnvWSError
-from openenv_ws.replay import replay_files
 from openenv_ws.server.local import local_config, local_server
+from openenv_ws.tools.replay import replay_files
 
 ROOT = Path(__file__).resolve().parent.parent
 REPLAYS = ROOT / "tests" / "replays"

@@ -14,7 +14,7 @@ import pytest
 from openenv.core import GenericEnvClient
 
 from openenv_ws import AuthError, connect, multiplex
-from openenv_ws.inspector import follow
+from openenv_ws.tools.inspector import follow
 
 TOKEN = "s3cret-Token-42"
 

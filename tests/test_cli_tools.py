@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from openenv_ws.cli import build_parser
+from openenv_ws.tools.cli import build_parser
 
 from .conftest import ROOT
 

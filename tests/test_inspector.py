@@ -164,7 +164,7 @@ def test_unreachable_server_is_reported(url):
 
 
 async def test_follow_connection_failure():
-    from openenv_ws.inspector import follow
+    from openenv_ws.tools.inspector import follow
 
     lines: list[str] = []
     assert await follow("ws://127.0.0.1:9", "s-x", out=lines.append) == 2

@@ -33,10 +33,10 @@ from functools import partial
 
 import anyio
 
-from .client.mux import multiplex as open_multiplexer
-from .client.session import connect
-from .server.local import free_port
-from .tuning import tune_gc
+from ..client.mux import multiplex as open_multiplexer
+from ..client.session import connect
+from ..server.local import free_port
+from ..tuning import tune_gc
 
 LOOP = {"backend": "asyncio", "backend_options": {"use_uvloop": importlib.util.find_spec("uvloop") is not None}}
 

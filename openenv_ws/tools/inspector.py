@@ -34,8 +34,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import anyio
 
-from .client.transport import ConnectionLost, WebSocket, auth_headers
-from .errors import AuthError, OpenEnvWSError
+from ..client.transport import ConnectionLost, WebSocket, auth_headers
+from ..errors import AuthError, OpenEnvWSError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 

@@ -12,7 +12,7 @@ import keyword
 import re
 from pathlib import Path
 
-from .version import __version__
+from ..version import __version__
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
@@ -159,7 +159,7 @@ _TEST = '''"""Tests of {name}: the game itself, then openenv-ws's conformance ch
 from __future__ import annotations
 
 import anyio
-from openenv_ws.validate import check_environment
+from openenv_ws.tools.validate import check_environment
 
 from .environment import {cls}Environment
 from .models import {cls}Action

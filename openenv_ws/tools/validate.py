@@ -25,10 +25,10 @@ from typing import Any
 
 import anyio
 
-from .client.session import EnvSession, connect
-from .errors import EpisodeStateError, OpenEnvWSError, ValidationError
+from ..client.session import EnvSession, connect
+from ..errors import EpisodeStateError, OpenEnvWSError, ValidationError
+from ..registry import resolve
 from .inspector import get_json
-from .registry import resolve
 from .replay import FieldFilter, compare, plain
 
 BAD_ACTION = "openenv-ws validate: not an action"
@@ -256,7 +256,7 @@ def _declared(name: str) -> tuple[str, ...]:
 
 async def validate_env(env: str, *, sandbox: str = "inprocess", **options: Any) -> Report:
     """Start a server for ``env`` (a registered name or ``module:Class``) here and check it."""
-    from .server.local import local_config, local_server
+    from ..server.local import local_config, local_server
 
     spec = resolve(env)
     async with local_server([spec], backend=sandbox, config=local_config()) as url:

@@ -25,10 +25,10 @@ from typing import Any
 
 import msgspec
 
-from .client.session import connect
-from .errors import OpenEnvWSError
-from .record import C2S, S2C, Episode, RecordingError, read_episodes
-from .registry import EnvSpec, builtin_envs, resolve
+from ..client.session import connect
+from ..errors import OpenEnvWSError
+from ..record import C2S, S2C, Episode, RecordingError, read_episodes
+from ..registry import EnvSpec, builtin_envs, resolve
 
 Out = Callable[[str], None]
 
@@ -297,7 +297,7 @@ async def replay_files(
             specs[index] = None  # the server at --url serves it; only the recorded declarations apply
     if url is not None:
         return await _replay_all(url, episodes, specs, ignore, keep_going, out, connect_options)
-    from .server.local import local_config, local_server
+    from ..server.local import local_config, local_server
 
     served = list({spec.name: spec for spec in specs.values() if spec is not None}.values())
     async with local_server(served, backend=sandbox, config=local_config()) as local_url:
