@@ -13,15 +13,26 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import anyio.abc
 
 from ..errors import OpenEnvWSError, ProtocolError, RequestTimeoutError, SessionLostError, from_frame
-from ..protocol import Error, Open, Opened, ProtocolViolation, decode_batch, decode_server, encode, encode_batch
-from .session import EnvSession, sessions_url, single_exception
+from ..protocol import (
+    Error,
+    Open,
+    Opened,
+    ProtocolViolation,
+    ServerFrame,
+    decode_batch,
+    decode_server,
+    encode,
+    encode_batch,
+)
+from .backoff import Backoff, GaveUp
+from .session import EnvSession, Link, sessions_url, single_exception
 from .transport import ConnectionLost, WebSocket, auth_headers
 
 MUX_PATH = "/v1/mux"
@@ -32,6 +43,25 @@ MAX_BATCH_BYTES = 256 * 1024
 def mux_url(url: str) -> str:
     parts = urlsplit(sessions_url(url))
     return urlunsplit((parts.scheme, parts.netloc, MUX_PATH, parts.query, ""))
+
+
+class Carried(Protocol):
+    """What a multiplexed link needs of a session it carries: the transport side of :class:`EnvSession`."""
+
+    @property
+    def finished(self) -> bool: ...
+
+    def open_frame(self) -> Open: ...
+
+    def adopt(self, opened: Opened, link: Link) -> None: ...
+
+    async def deliver(self, frame: ServerFrame) -> None: ...
+
+    def fail(self, exc: OpenEnvWSError) -> None: ...
+
+    def begin_resume(self) -> Open: ...
+
+    async def resumed(self, link: Link) -> None: ...
 
 
 class _Dropped(Exception):
@@ -76,10 +106,8 @@ class MuxLink:
         self.url = mux_url(url)
         self.headers = headers or {}
         self.connect_timeout = connect_timeout
-        self.reconnect_attempts = reconnect_attempts
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self.sessions: dict[int, EnvSession] = {}
+        self.reconnect = Backoff(reconnect_attempts, backoff, max_backoff)
+        self.sessions: dict[int, Carried] = {}
         self.generation = 0
         self.connected = False
         self._numbers = itertools.count(1)
@@ -89,7 +117,7 @@ class MuxLink:
         self._wake = anyio.Event()
         self._scope: anyio.CancelScope | None = None
         self._failure: OpenEnvWSError | None = None
-        self._to_resume: list[EnvSession] = []
+        self._to_resume: list[Carried] = []
 
     # ------------------------------------------------------------ sending
 
@@ -137,11 +165,11 @@ class MuxLink:
             raise from_frame(reply)
         return number, reply
 
-    async def attach(self, session: EnvSession, timeout: float) -> None:
+    async def attach(self, session: Carried, timeout: float) -> None:
         """Open ``session`` (a new one) on this link."""
-        number, opened = await self.open(Open(env=session.env, options=session.options), timeout)
+        number, opened = await self.open(session.open_frame(), timeout)
         self.sessions[number] = session
-        session._adopt(opened, _Channel(self, number))
+        session.adopt(opened, _Channel(self, number))
 
     # ------------------------------------------------------------ receiving
 
@@ -193,12 +221,12 @@ class MuxLink:
                     continue
                 session = self.sessions.get(number)
                 if session is not None:
-                    await session._dispatch(frame)
+                    await session.deliver(frame)
 
     def _fail_all(self, exc: OpenEnvWSError) -> None:
         self._failure = exc
         for session in list(self.sessions.values()):
-            session._fail(exc)
+            session.fail(exc)
         self.sessions.clear()
         for done, box in list(self._openings.values()):
             box.append(exc)
@@ -208,49 +236,43 @@ class MuxLink:
         """A new socket; every live session is then resumed on a new channel of it."""
         # Sessions still waiting from an earlier round stay listed until they are resumed.
         live = [*self.sessions.values(), *(s for s in self._to_resume if s not in self.sessions.values())]
-        self._to_resume = [s for s in live if s.failed is None and not s._closed]
+        self._to_resume = [s for s in live if not s.finished]
         for session in self._to_resume:
-            session._begin_resume()
+            session.begin_resume()
         self.sessions = {}
         for done, box in list(self._openings.values()):  # opens in flight on the dead socket
             box.append(_DROPPED)
             done.set()
-        delay = self.backoff
-        last_error: Exception | None = None
-        for _ in range(self.reconnect_attempts):
-            try:
-                with anyio.fail_after(self.connect_timeout):
-                    ws = await WebSocket.connect(self.url, headers=self.headers)
-            except (ConnectionLost, OSError, TimeoutError) as exc:
-                last_error = exc
-                await anyio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff)
-                continue
-            self._ws = ws
-            self.generation += 1
-            self._outbox = []
-            self._wake = anyio.Event()
-            self.connected = True
-            return True
-        self._ws = None
-        self._fail_all(SessionLostError(f"could not reconnect after {self.reconnect_attempts} attempts: {last_error}"))
-        for session in self._to_resume:
-            session._fail(SessionLostError(f"could not reconnect after {self.reconnect_attempts} attempts"))
-        return False
+        try:
+            ws = await self.reconnect.retry(
+                lambda: WebSocket.connect(self.url, headers=self.headers), self.connect_timeout
+            )
+        except GaveUp as exc:
+            self._ws = None
+            self._fail_all(SessionLostError(str(exc)))
+            for session in self._to_resume:
+                session.fail(SessionLostError(str(exc)))
+            return False
+        self._ws = ws
+        self.generation += 1
+        self._outbox = []
+        self._wake = anyio.Event()
+        self.connected = True
+        return True
 
-    async def _resume(self, session: EnvSession) -> None:
+    async def _resume(self, session: Carried) -> None:
         """Resume one session on the current socket; it stays listed for the next round if that dies too."""
         try:
-            number, _ = await self.open(session._begin_resume(), self.connect_timeout)
+            number, _ = await self.open(session.begin_resume(), self.connect_timeout)
         except _Dropped:
             return
         except OpenEnvWSError as exc:
             self._to_resume.remove(session)
-            session._fail(exc)
+            session.fail(exc)
             return
         self._to_resume.remove(session)
         self.sessions[number] = session
-        await session._resumed(_Channel(self, number))
+        await session.resumed(_Channel(self, number))
 
     async def aclose(self) -> None:
         if self._scope is not None:

@@ -1,10 +1,12 @@
 """The client's view of one episode: ``connect()`` and :class:`EnvSession`.
 
-Every request gets the next sequence number and is matched to its reply by that number,
-so a call that timed out never hands its late reply to the next call. When the socket
-drops, a reader task reconnects (bounded attempts with backoff), resumes the session
-with its token, and sends again every request still unanswered; the server applies each
-number once, so nothing is lost and nothing is applied twice.
+The rules (numbering, matching replies to calls, events, what to resend on resume) are
+:class:`openenv_ws.core.client.ClientState`'s; :class:`EnvSession` adds the waiting, the
+timeouts and the socket. When its own socket drops, its reader reconnects (the policy of
+:mod:`openenv_ws.client.backoff`), resumes the session with its token, and sends again
+every request still unanswered; the server applies each number once, so nothing is lost
+and nothing is applied twice. A multiplexed connection (:mod:`openenv_ws.client.mux`)
+carries sessions through the transport methods at the end of the class.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from os import PathLike
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -22,6 +23,7 @@ import anyio
 import anyio.abc
 import sniffio
 
+from ..core.client import Answered, Call, ClientState, Ended, EventFor
 from ..env import StepResult
 from ..errors import (
     OpenEnvWSError,
@@ -34,7 +36,6 @@ from ..protocol import (
     Close,
     Closed,
     Error,
-    Event,
     Frame,
     GetState,
     Open,
@@ -55,6 +56,7 @@ from ..protocol import (
     unpack,
 )
 from ..record import EpisodeRecorder, client_recorder
+from .backoff import Backoff, GaveUp
 from .transport import ConnectionLost, WebSocket, auth_headers
 
 SESSIONS_PATH = "/v1/sessions"
@@ -85,20 +87,8 @@ def _running_on_asyncio() -> bool:
         return False
 
 
-@dataclass(eq=False)
-class _Call:
-    seq: int
-    data: bytes | str
-    on_event: EventCallback | None
-    done: anyio.Event
-    generation: int = -1  # the connection it was last sent on
-    events_seen: int = 0
-    reply: ServerFrame | None = None
-    error: OpenEnvWSError | None = None
-
-
 class EnvSession:
-    """One remote episode. Create it with :func:`connect`."""
+    """One remote episode. Create it with :func:`connect` (or ``Multiplexer.connect``)."""
 
     def __init__(
         self,
@@ -129,26 +119,17 @@ class EnvSession:
         self.state_type = state_type if state_type is not None else Any
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
-        self.reconnect_attempts = reconnect_attempts
-        self.backoff = backoff
-        self.max_backoff = max_backoff
+        self.reconnect = Backoff(reconnect_attempts, backoff, max_backoff)
         self.headers = auth_headers(headers, token)  # token: serve --token (default $OPENENV_WS_TOKEN)
         self.record = record  # a file (every episode of the session) or a directory (one file each)
         self._recorder: EpisodeRecorder | None = None
-        self.session_id: str | None = None
         self.env_name: str | None = None
         self.backend: str | None = None
         self.action_schema: dict[str, Any] = {}
         self.observation_schema: dict[str, Any] = {}
-        self.reconnects = 0
-        self._resume_token = ""
+        self._core = ClientState()
         self._link: Link | None = None
         self._reader_scope: anyio.CancelScope | None = None
-        self._generation = 0
-        self._seq = 0
-        self._last_seen = 0
-        self._pending: dict[int, _Call] = {}
-        self._failure: OpenEnvWSError | None = None
         self._closed = False
         self._closing = False
         self._ready: Any = anyio.Event()
@@ -160,6 +141,15 @@ class EnvSession:
         self._new_event: Callable[[], Any] = asyncio.Event if self._asyncio else anyio.Event
 
     # ------------------------------------------------------------ public API
+
+    @property
+    def session_id(self) -> str | None:
+        return self._core.session_id
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the session was resumed on a new connection."""
+        return self._core.resumes
 
     async def reset(
         self,
@@ -190,14 +180,15 @@ class EnvSession:
             return
         self._closing = True
         try:
-            if self._failure is None and self.session_id is not None:
+            if self._core.failure is None and self.session_id is not None:
                 await self._request(Close(), timeout)
         except OpenEnvWSError:
             pass
         finally:
             self._closed = True
             if self._recorder is not None:  # the file is complete when close() returns
-                await self._recorder.aclose("closed by client" if self._failure is None else str(self._failure))
+                failure = self._core.failure
+                await self._recorder.aclose("closed by client" if failure is None else str(failure))
             if self._reader_scope is not None:
                 self._reader_scope.cancel()
             if self._link is not None:
@@ -206,7 +197,12 @@ class EnvSession:
     @property
     def failed(self) -> OpenEnvWSError | None:
         """The error that ended this session, if one did."""
-        return self._failure
+        return self._core.failure
+
+    @property
+    def finished(self) -> bool:
+        """Closed or failed: nothing more can be sent (a transport stops carrying it)."""
+        return self._closed or self._core.failure is not None
 
     # ------------------------------------------------------------ requests
 
@@ -224,8 +220,8 @@ class EnvSession:
             raise ProtocolError(f"server sent a malformed frame: {exc}") from None
 
     async def _request(self, frame: Frame, timeout: float | None, on_event: EventCallback | None = None) -> ServerFrame:
-        if self._failure is not None:
-            raise self._failure
+        if self._core.failure is not None:
+            raise self._core.failure
         if self._closed:
             raise SessionLostError("the session is closed")
         timeout = self.request_timeout if timeout is None else timeout
@@ -245,52 +241,54 @@ class EnvSession:
         if isinstance(reply, Error):
             exc = from_frame(reply)
             if exc.fatal:
-                self._fail(exc)
+                self.fail(exc)
             raise exc
         if isinstance(reply, Closed) and not isinstance(frame, Close):
             exc = SessionLostError(f"session closed by the server: {reply.reason}")
-            self._fail(exc)
+            self.fail(exc)
             raise exc
         return reply  # type: ignore[return-value]
 
-    async def _exchange(self, frame: Frame, on_event: EventCallback | None) -> _Call:
+    async def _exchange(self, frame: Frame, on_event: EventCallback | None) -> Call:
         """Number, send and await one request. Numbers are given in the order requests are sent:
         nothing awaits between taking a number and queueing its bytes on the (FIFO) link."""
+        core = self._core
         while not self._ready.is_set() or self._in_flight >= self.max_in_flight:
-            if self._failure is not None:
-                raise self._failure
+            if core.failure is not None:
+                raise core.failure
             if not self._ready.is_set():
                 await self._ready.wait()  # resuming
             else:
                 if self._slot_free is None:
                     self._slot_free = self._new_event()
                 await self._slot_free.wait()
-        if self._failure is not None:
-            raise self._failure
-        self._seq += 1
-        frame.seq = self._seq
-        call = _Call(self._seq, self._encode(frame), on_event, self._new_event())
-        self._pending[call.seq] = call
+        if core.failure is not None:
+            raise core.failure
+
+        def wire(seq: int) -> bytes | str:
+            frame.seq = seq
+            return self._encode(frame)
+
+        call = core.call(wire, on_event, self._new_event())
         self._in_flight += 1
         try:
             await self._send(call)
-            await call.done.wait()
+            await call.waiter.wait()
         finally:
-            self._pending.pop(call.seq, None)
+            core.forget(call)
             self._in_flight -= 1
             if self._slot_free is not None:
                 self._slot_free.set()
                 self._slot_free = None
         return call
 
-    async def _send(self, call: _Call) -> None:
+    async def _send(self, call: Call) -> None:
         """Send on the current connection unless already sent there; a lost socket is the reader's job."""
-        ws = self._link
-        if ws is None or call.generation == self._generation:
+        link = self._link
+        if link is None or not self._core.should_send(call):
             return
-        call.generation = self._generation
         try:
-            await ws.send(call.data)
+            await link.send(call.data)
         except ConnectionLost:
             pass
 
@@ -304,16 +302,7 @@ class EnvSession:
             info=unpack(reply.info) or {},
         )
 
-    def _fail(self, exc: OpenEnvWSError) -> None:
-        if self._failure is None:
-            self._failure = exc
-        for call in list(self._pending.values()):
-            if not call.done.is_set():
-                call.error = exc
-                call.done.set()
-        self._ready.set()  # waiters wake up and see the failure
-
-    # ------------------------------------------------------------ connection and reader
+    # ------------------------------------------------------------ its own connection and reader
 
     async def _handshake(self, open_frame: Open) -> tuple[WebSocket, Opened]:
         ws = await WebSocket.connect(self.url, headers=self.headers)
@@ -330,30 +319,16 @@ class EnvSession:
             raise
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
-        """Open the session and start its reader in ``task_group``."""
-        frame = Open(env=self.env, options=self.options)
+        """Open the session on a socket of its own and start its reader in ``task_group``."""
         try:
             with anyio.fail_after(self.connect_timeout):
-                ws, opened = await self._handshake(frame)
+                ws, opened = await self._handshake(self.open_frame())
         except TimeoutError:
             raise RequestTimeoutError(f"no session opened within {self.connect_timeout}s") from None
         except ConnectionLost as exc:
             raise SessionLostError(f"cannot open a session at {self.url}: {exc}") from None
-        self._adopt(opened, ws)
+        self.adopt(opened, ws)
         task_group.start_soon(self._read_until_closed)
-
-    def _adopt(self, opened: Opened, link: Link) -> None:
-        """Take the session ``opened`` describes, reached through ``link``."""
-        self._link = link
-        self.session_id = opened.session_id
-        self.env_name = opened.env
-        self.backend = opened.backend
-        self._resume_token = opened.resume_token
-        self.action_schema = unpack(opened.action_schema) or {}
-        self.observation_schema = unpack(opened.observation_schema) or {}
-        if self.record is not None and self._recorder is None:
-            self._recorder = client_recorder(self.record, opened, self.options)
-        self._ready.set()
 
     async def _read_until_closed(self) -> None:
         # Shielded: when the caller is cancelled, close() still needs the reader to get its
@@ -371,9 +346,9 @@ class EnvSession:
                 if self._closing:
                     # Closing anyway: no resume, and a close() in flight learns it now
                     # instead of waiting out its timeout.
-                    self._fail(SessionLostError("the connection closed while the session was closing"))
+                    self.fail(SessionLostError("the connection closed while the session was closing"))
                     return
-                if self._failure is not None:
+                if self._core.failure is not None:
                     return
                 if not await self._reconnect():
                     return
@@ -381,77 +356,90 @@ class EnvSession:
             try:
                 frame = self._decode(message)
             except ProtocolError as exc:
-                self._fail(exc)
+                self.fail(exc)
                 return
-            await self._dispatch(frame)
+            await self.deliver(frame)
 
-    async def _dispatch(self, frame: ServerFrame) -> None:
+    async def _reconnect(self) -> bool:
+        """Resume on a new socket of its own (the client's reconnect policy)."""
+
+        async def attempt() -> WebSocket:
+            ws, _ = await self._handshake(self.begin_resume())
+            return ws
+
+        try:
+            ws = await self.reconnect.retry(attempt, self.connect_timeout)
+        except GaveUp as exc:
+            self.fail(SessionLostError(f"could not resume after {exc.attempts} attempts: {exc.last}"))
+            return False
+        except OpenEnvWSError as exc:
+            self.fail(exc)
+            return False
+        await self.resumed(ws)
+        return True
+
+    # ------------------------------------------------------------ what a transport calls
+    #
+    # A transport (its own socket above, or a multiplexed connection) opens the session with
+    # ``open_frame()``, hands it over with ``adopt()``, passes every frame from the server to
+    # ``deliver()``, and on a lost connection resumes it: ``begin_resume()``, then ``resumed()``
+    # on the new link, or ``fail()``.
+
+    def open_frame(self) -> Open:
+        """The frame that opens this (new) session."""
+        return Open(env=self.env, options=self.options)
+
+    def adopt(self, opened: Opened, link: Link) -> None:
+        """Take the session ``opened`` describes, reached through ``link``."""
+        self._link = link
+        self._core.opened(opened)
+        self.env_name = opened.env
+        self.backend = opened.backend
+        self.action_schema = unpack(opened.action_schema) or {}
+        self.observation_schema = unpack(opened.observation_schema) or {}
+        if self.record is not None and self._recorder is None:
+            self._recorder = client_recorder(self.record, opened, self.options)
+        self._ready.set()
+
+    async def deliver(self, frame: ServerFrame) -> None:
+        """A frame from the server for this session."""
         if self._recorder is not None and not isinstance(frame, Pong):
             self._recorder.reply(encode(frame))
-        if isinstance(frame, Event):
-            call = self._pending.get(frame.seq)
-            if call is not None and frame.index >= call.events_seen:
-                call.events_seen = frame.index + 1
-                if call.on_event is not None:
-                    outcome = call.on_event(unpack(frame.data))
-                    if inspect.isawaitable(outcome):
-                        await outcome
-            return
-        if frame.seq == 0:
-            # Not an answer: the server ended the session (sandbox crash, shutdown, idle).
-            if isinstance(frame, Error):
-                self._fail(from_frame(frame))
-            elif isinstance(frame, Closed):
-                self._fail(SessionLostError(f"session closed by the server: {frame.reason}"))
-            return
-        call = self._pending.get(frame.seq)
-        if call is None or call.done.is_set():
-            return  # a late reply to a call that timed out, or a repeat
-        call.reply = frame
-        if not isinstance(frame, Pong):
-            self._last_seen = max(self._last_seen, frame.seq)
-        call.done.set()
+        dispatch = self._core.receive(frame)
+        if type(dispatch) is Answered:
+            dispatch.call.waiter.set()
+        elif type(dispatch) is EventFor:
+            callback = dispatch.call.on_event
+            if callback is not None:
+                outcome = callback(unpack(dispatch.event.data))
+                if inspect.isawaitable(outcome):
+                    await outcome
+        elif type(dispatch) is Ended:
+            self._wake(dispatch.calls)
 
-    # ------------------------------------------------------------ resuming (any transport)
+    def fail(self, exc: OpenEnvWSError) -> None:
+        """End the session with ``exc`` (the first error stays): every waiting call raises it."""
+        self._wake(self._core.fail(exc))
 
-    def _begin_resume(self) -> Open:
+    def _wake(self, calls: list[Call]) -> None:
+        for call in calls:
+            call.waiter.set()
+        self._ready.set()  # waiters wake up and see the failure
+
+    def begin_resume(self) -> Open:
         """Hold new requests until resumed; the frame that asks the server to resume."""
         if self._ready.is_set():
             self._ready = self._new_event()
-        return Open(session_id=self.session_id, resume_token=self._resume_token, last_seen=self._last_seen)
+        return self._core.begin_resume()
 
-    async def _resumed(self, link: Link) -> None:
+    async def resumed(self, link: Link) -> None:
         """Switch to ``link`` and resend every unanswered request there, in order."""
         old, self._link = self._link, link
-        self._generation += 1
-        self.reconnects += 1
         if old is not None and old is not link:
             await old.aclose()
-        for call in sorted(self._pending.values(), key=lambda c: c.seq):
+        for call in self._core.resumed():
             await self._send(call)
         self._ready.set()
-
-    async def _reconnect(self) -> bool:
-        """Resume on a new socket of its own (bounded attempts with backoff)."""
-        delay = self.backoff
-        last_error: Exception | None = None
-        for _ in range(self.reconnect_attempts):
-            frame = self._begin_resume()
-            try:
-                with anyio.fail_after(self.connect_timeout):
-                    ws, _ = await self._handshake(frame)
-            except (ConnectionLost, OSError, TimeoutError) as exc:
-                last_error = exc
-                await anyio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff)
-                continue
-            except OpenEnvWSError as exc:
-                self._fail(exc)
-                return False
-            await self._resumed(ws)
-            return True
-        self._fail(SessionLostError(f"could not resume after {self.reconnect_attempts} attempts: {last_error}"))
-        return False
 
 
 @asynccontextmanager
@@ -465,7 +453,7 @@ async def connect(url: str, env: str | None = None, **options: Any) -> AsyncIter
     """
     protocol = options.pop("protocol", "openenv-ws")
     if protocol == "openenv":
-        from .openenv import connect_openenv
+        from ..openenv.client import connect_openenv
 
         async with connect_openenv(url, env, **options) as openenv_session:
             yield openenv_session  # type: ignore[misc]
