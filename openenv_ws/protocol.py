@@ -157,7 +157,12 @@ class ErrorCode:
 
 
 class ProtocolViolation(Exception):
-    """Raised by the decoders for bytes that are not a valid frame."""
+    """Raised by the decoders for bytes that are not a valid frame.
+
+    The decoders turn *every* failure of decoding into this one exception (msgspec's errors,
+    and also nesting too deep to decode, integers out of range, bad UTF-8), so that bad
+    input gets a typed answer and never escapes as a traceback.
+    """
 
 
 # ---------------------------------------------------------------- codecs
@@ -186,26 +191,34 @@ def unpack(raw: Raw | bytes | None, type: Any = Any) -> Any:
     return msgspec.msgpack.decode(raw, type=type)
 
 
+def _why(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, OverflowError):
+        return f"a number out of range ({exc})"
+    return str(exc)
+
+
 def decode_client(data: bytes) -> ClientFrame:
     try:
         return _client_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise ProtocolViolation(str(exc)) from None
+    except Exception as exc:
+        raise ProtocolViolation(_why(exc)) from None
 
 
 def decode_server(data: bytes) -> ServerFrame:
     try:
         return _server_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise ProtocolViolation(str(exc)) from None
+    except Exception as exc:
+        raise ProtocolViolation(_why(exc)) from None
 
 
 def json_to_msgpack(text: str | bytes) -> bytes:
     """Turn a JSON frame into the canonical MessagePack form (payloads included)."""
     try:
         return _encoder.encode(_json_decoder.decode(text))
-    except msgspec.DecodeError as exc:
-        raise ProtocolViolation(f"invalid JSON: {exc}") from None
+    except Exception as exc:
+        raise ProtocolViolation(f"invalid JSON: {_why(exc)}") from None
 
 
 def msgpack_to_json(data: bytes) -> str:
@@ -229,10 +242,10 @@ def guess_seq(data: bytes | str) -> int:
     """Best-effort ``seq`` of a frame that failed to decode, so its error can name it."""
     try:
         value = (_json_decoder if isinstance(data, str) else _any_decoder).decode(data)
-    except msgspec.DecodeError:
+    except Exception:
         return 0
     seq = value.get("seq") if isinstance(value, dict) else None
-    return seq if isinstance(seq, int) else 0
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq < 1 << 63 else 0
 
 
 # ---------------------------------------------------------------- multiplexed batches
@@ -266,5 +279,5 @@ def decode_batch(data: bytes) -> list[tuple[int, Raw]]:
     """Split a batch into (channel, frame bytes); each frame is decoded on its own."""
     try:
         return _batch_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise ProtocolViolation(f"malformed batch: {exc}") from None
+    except Exception as exc:
+        raise ProtocolViolation(f"malformed batch: {_why(exc)}") from None

@@ -443,7 +443,8 @@ class SessionManager:
 
     def _resume(self, frame: Open, sink: FrameSink) -> Session:
         session = self.sessions.get(frame.session_id or "")
-        if session is None or not secrets.compare_digest(session.token, frame.resume_token or ""):
+        given = (frame.resume_token or "").encode()  # bytes: compare_digest refuses non-ASCII str
+        if session is None or not secrets.compare_digest(session.token.encode(), given):
             raise SessionLostError(
                 f"session {frame.session_id!r} cannot be resumed: unknown, expired or closed",
                 fatal=True,
