@@ -7,7 +7,7 @@ import sys
 import anyio
 import pytest
 
-from envs._child import Capture, ChildProcess, MarkerSplitter, base_environ, group_members
+from openenv_ws_envs._child import Capture, ChildProcess, MarkerSplitter, base_environ, group_members
 
 # A child speaking the protocol (stdout and stderr merged): it runs each request line with `sh -c`
 # and answers the exit status. Like the real children, it ignores SIGINT between requests.

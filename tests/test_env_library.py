@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from envs._child import running
-from envs.shell import ShellObservation
-from envs.textgames.games import Wordle, words
 from openenv_ws import EpisodeStateError, SandboxCrashedError, ValidationError, connect
 from openenv_ws.gym import make
+from openenv_ws_envs._child import running
+from openenv_ws_envs.shell import ShellObservation
+from openenv_ws_envs.textgames.games import Wordle, words
 
 from .conftest import ServerProcess
 

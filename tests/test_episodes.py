@@ -6,8 +6,8 @@ import anyio
 import httpx
 import pytest
 
-from envs.echo import EchoObservation
 from openenv_ws import EpisodeStateError, ValidationError, connect, connect_sync
+from openenv_ws_envs.echo import EchoObservation
 
 
 @pytest.mark.parametrize("encoding", ["msgpack", "json"])

@@ -105,7 +105,9 @@ def test_backend_numbers_become_gauges():
         "instance": "srv-1",
         "containers": 5,
         "starting": 1,
-        "pools": {"echo": {"target": "envs.echo:EchoEnvironment", "ready": 3, "waiting": 0, "warm": 7, "cold": 2}},
+        "pools": {
+            "echo": {"target": "openenv_ws_envs.echo:EchoEnvironment", "ready": 3, "waiting": 0, "warm": 7, "cold": 2}
+        },
     }
     samples = parse("\n".join(_backend_lines(docker_like)))
     assert samples == {

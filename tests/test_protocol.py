@@ -5,9 +5,9 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from envs.echo import EchoAction
 from openenv_ws import protocol as p
 from openenv_ws.errors import CapacityError, SandboxCrashedError, ValidationError, from_frame
+from openenv_ws_envs.echo import EchoAction
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,7 @@ async def test_server_records_one_file_per_episode(start_server, tmp_path):
     first = read_episodes(files[0])[0]
     header = first.header
     assert header["format"] == FORMAT and header["version"] == 1 and header["episode"] == 1
-    assert header["env"] == "echo" and header["target"] == "envs.echo:EchoEnvironment"
+    assert header["env"] == "echo" and header["target"] == "openenv_ws_envs.echo:EchoEnvironment"
     assert header["backend"] == "inprocess" and header["session_id"] == session_id
     assert header["seed"] == 5 and header["options"] == {"max_steps": 3}
     assert header["server_version"] and header["created"].endswith("Z")

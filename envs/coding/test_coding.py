@@ -5,9 +5,9 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from envs._child import ChildProcess, running
-from envs.coding import CodeAction, CodingEnvironment
 from openenv_ws.errors import ValidationError
+from openenv_ws_envs._child import ChildProcess, running
+from openenv_ws_envs.coding import CodeAction, CodingEnvironment
 
 
 @pytest.fixture

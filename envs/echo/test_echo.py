@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from envs.echo import EchoAction, EchoEnvironment
+from openenv_ws_envs.echo import EchoAction, EchoEnvironment
 
 
 async def test_echo_rewards_length_and_counts_steps():

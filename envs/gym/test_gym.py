@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from envs.gym import GymAction, GymEnvironment
 from openenv_ws.errors import ValidationError
 from openenv_ws.gym import DictValue, NDArray, build_space, decode, describe, encode
 from openenv_ws.protocol import pack
+from openenv_ws_envs.gym import GymAction, GymEnvironment
 
 SPACES = [
     spaces.Box(low=-np.inf, high=np.inf, shape=(4,), dtype=np.float32),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from envs._child import ChildProcess, running
-from envs.shell import ShellAction, ShellEnvironment
 from openenv_ws.errors import ValidationError
+from openenv_ws_envs._child import ChildProcess, running
+from openenv_ws_envs.shell import ShellAction, ShellEnvironment
 
 # A command that solves each shipped task, checked against the task's own checker.
 SOLUTIONS = {

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from envs.textgames import TextGameAction, TextGamesEnvironment
-from envs.textgames.games import NumberGuess, TicTacToe, Wordle, score, words
 from openenv_ws.errors import ValidationError
+from openenv_ws_envs.textgames import TextGameAction, TextGamesEnvironment
+from openenv_ws_envs.textgames.games import NumberGuess, TicTacToe, Wordle, score, words
 
 
 def test_the_word_list_is_shipped_clean():

@@ -1,7 +1,7 @@
 """Sandbox images: which one an environment runs in, and ``openenv-ws build`` that makes it.
 
 An image is ``sandboxes/Dockerfile`` built over a base with Python 3.11, holding the project
-(and so the built-in ``envs`` package), its dependencies, and the environment's
+(and so the built-in ``openenv_ws_envs`` library), its dependencies, and the environment's
 ``extra_packages``. Every Python package comes in as a wheel downloaded on the host, so the
 build itself needs no network (it runs with ``--network none``) and works on machines whose
 only registry access is the package index, or none at all once the wheels are at hand.
