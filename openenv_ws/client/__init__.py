@@ -1,8 +1,8 @@
 """The client: one :class:`EnvSession` per episode, many per process (anyio: asyncio or trio)."""
 
+from .episodes import EpisodeRecord, run_episodes
 from .mux import Multiplexer, multiplex
 from .openenv import OpenEnvSession, connect_openenv
-from .runner import EpisodeRecord, run_episodes
 from .session import EnvSession, connect
 from .sync import SyncEnvSession, connect_sync
 

@@ -18,7 +18,7 @@ import anyio.abc
 
 from ..protocol import Reply, Request
 from ..registry import EnvSpec
-from .runner import EventSink
+from .episode import EventSink
 
 
 class Sandbox(ABC):

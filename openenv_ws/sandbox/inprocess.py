@@ -12,7 +12,7 @@ from typing import Any
 from ..protocol import Reply, Request
 from ..registry import EnvSpec
 from .base import Backend, Sandbox, new_session_id
-from .runner import EpisodeRunner, EventSink
+from .episode import EpisodeRunner, EventSink
 
 
 class InProcessSandbox(Sandbox):

@@ -18,7 +18,7 @@ from ..errors import OpenEnvWSError, SandboxCrashedError, SandboxStartError
 from ..protocol import Close, Error, Event, Open, Opened, Reply, Request, decode_server
 from .base import Sandbox
 from .channel import FrameChannel
-from .runner import EventSink
+from .episode import EventSink
 
 #: What a read or write on a channel raises when the worker on the other end is gone.
 _GONE = (

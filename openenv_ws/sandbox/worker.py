@@ -21,7 +21,7 @@ from ..errors import OpenEnvWSError
 from ..protocol import Close, Error, ErrorCode, Open, Opened, ProtocolViolation, decode_client
 from ..registry import load_target
 from .channel import FrameChannel
-from .runner import EpisodeRunner
+from .episode import EpisodeRunner
 
 
 async def _open(channel: FrameChannel) -> EpisodeRunner | None:
