@@ -16,7 +16,7 @@ sys.modules.setdefault("gradio", None)  # type: ignore[arg-type]
 from openenv.core.env_server.interfaces import Environment  # noqa: E402
 from openenv.core.env_server.types import Action, Observation, State  # noqa: E402
 
-from openenv_ws.adapters.openenv import from_openenv  # noqa: E402
+from openenv_ws.openenv import from_openenv  # noqa: E402
 
 MAX_STEPS = 5
 

@@ -2,7 +2,6 @@
 
 from .episodes import EpisodeRecord, run_episodes
 from .mux import Multiplexer, multiplex
-from .openenv import OpenEnvSession, connect_openenv
 from .session import EnvSession, connect
 from .sync import SyncEnvSession, connect_sync
 
@@ -10,10 +9,8 @@ __all__ = [
     "EnvSession",
     "EpisodeRecord",
     "Multiplexer",
-    "OpenEnvSession",
     "SyncEnvSession",
     "connect",
-    "connect_openenv",
     "connect_sync",
     "multiplex",
     "run_episodes",

@@ -19,7 +19,6 @@ from ..registry import EnvSpec, resolve
 from ..sandbox import Backend, create_backend
 from .auth import TokenAuth
 from .config import ServerConfig
-from .connection import open_session as _open  # noqa: F401  (server/openenv_compat.py until it moves)
 from .connection import session_socket
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .mux import mux_socket

@@ -23,10 +23,10 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import anyio
 import msgspec
 
-from ..adapters.openenv import error_from_data, step_result
+from ..client.transport import ConnectionLost, WebSocket, auth_headers
 from ..env import StepResult
 from ..errors import OpenEnvWSError, ProtocolError, RequestTimeoutError, SessionLostError
-from .transport import ConnectionLost, WebSocket, auth_headers
+from .wire import error_from_data, step_result
 
 
 def openenv_url(url: str, env: str | None = None) -> str:

@@ -1,1 +1,0 @@
-"""Bridges to other environment ecosystems (OpenEnv), shared by the server and the client."""
