@@ -449,7 +449,7 @@ async def connect(url: str, env: str | None = None, **options: Any) -> AsyncIter
     Options are :class:`EnvSession`'s: ``options`` (the env's), ``encoding``
     (``"msgpack"`` or ``"json"``), ``observation_type``, ``request_timeout``,
     ``reconnect_attempts``... ``protocol="openenv"`` speaks OpenEnv's JSON protocol to an
-    OpenEnv server instead, with the same API (see :mod:`openenv_ws.client.openenv`).
+    OpenEnv server instead, with the same API (see :mod:`openenv_ws.openenv.client`).
     """
     protocol = options.pop("protocol", "openenv-ws")
     if protocol == "openenv":
