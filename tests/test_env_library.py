@@ -24,7 +24,7 @@ from gymnasium.utils.env_checker import check_env
 
 from openenv_ws import EpisodeStateError, SandboxCrashedError, ValidationError, connect
 from openenv_ws.gym import make
-from openenv_ws_envs._child import running
+from openenv_ws_envs._lib.child import running
 from openenv_ws_envs.shell import ShellObservation
 from openenv_ws_envs.textgames.games import Wordle, words
 

@@ -2,8 +2,8 @@
 
 Requests arrive as JSON lines on the socket in ``OPENENV_REQUEST_FD``. Each one ends with a marker
 on stderr (empty payload) and one on stdout whose payload is the JSON result, after the output the
-code printed (see ``envs/_child.py``). SIGINT interrupts running code (``KeyboardInterrupt``) and is
-ignored between requests, so an interrupt that arrives late cannot break the loop.
+code printed (see ``envs/_lib/child.py``). SIGINT interrupts running code (``KeyboardInterrupt``)
+and is ignored between requests, so an interrupt that arrives late cannot break the loop.
 """
 
 from __future__ import annotations

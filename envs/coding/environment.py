@@ -9,8 +9,9 @@ import msgspec
 
 from openenv_ws.env import Action, Observation, SandboxSettings, State, StepResult
 
-from .._child import ChildProcess, ProcessEnvironment, Reply, base_environ, ended
-from .._tasks import load_tasks
+from .._lib.child import ChildProcess, Reply, base_environ, ended
+from .._lib.process_env import ProcessEnvironment
+from .._lib.tasks import load_tasks
 
 DRIVER = str(Path(__file__).with_name("driver.py"))
 

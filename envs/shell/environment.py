@@ -9,8 +9,9 @@ import msgspec
 
 from openenv_ws.env import Action, Observation, SandboxSettings, State, StepResult
 
-from .._child import ChildProcess, ProcessEnvironment, base_environ
-from .._tasks import load_tasks
+from .._lib.child import ChildProcess, base_environ
+from .._lib.process_env import ProcessEnvironment
+from .._lib.tasks import load_tasks
 
 SESSION_SCRIPT = str(Path(__file__).with_name("session.sh"))
 BASH = ["bash", "--noprofile", "--norc"]

@@ -1,7 +1,7 @@
 # The shell environment's persistent bash: run as `bash --noprofile --norc session.sh`.
 # Commands arrive NUL-terminated on the socket in $OPENENV_REQUEST_FD and run in this shell (eval),
 # so cd, variables, functions and aliases persist. After each one, stdout (stderr is merged into it)
-# gets a marker: NUL nonce SPACE "exit-code cwd" NUL (see envs/_child.py). SIGINT interrupts the
+# gets a marker: NUL nonce SPACE "exit-code cwd" NUL (see envs/_lib/child.py). SIGINT interrupts the
 # command (its processes die; a loop of builtins is broken out of) and the shell goes on.
 __openenv_fd=$OPENENV_REQUEST_FD
 __openenv_nonce=$OPENENV_NONCE

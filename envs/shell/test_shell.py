@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from openenv_ws.errors import ValidationError
-from openenv_ws_envs._child import ChildProcess, running
+from openenv_ws_envs._lib.child import ChildProcess, running
 from openenv_ws_envs.shell import ShellAction, ShellEnvironment
 
 # A command that solves each shipped task, checked against the task's own checker.

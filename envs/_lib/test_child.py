@@ -1,4 +1,4 @@
-"""The helper-process machinery the coding and shell environments share (``envs/_child.py``)."""
+"""The helper-process machinery the coding and shell environments share (``child.py``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import anyio
 import pytest
 
-from openenv_ws_envs._child import Capture, ChildProcess, MarkerSplitter, base_environ, group_members
+from openenv_ws_envs._lib.child import Capture, ChildProcess, MarkerSplitter, base_environ, group_members
 
 # A child speaking the protocol (stdout and stderr merged): it runs each request line with `sh -c`
 # and answers the exit status. Like the real children, it ignores SIGINT between requests.

@@ -1,0 +1,118 @@
+"""The environment side of ``child.py``: the base of environments backed by a helper process."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from openenv_ws.env import Environment
+from openenv_ws.errors import ValidationError
+from openenv_ws.protocol import ErrorCode
+
+from .child import ChildProcess, Workspace
+from .tasks import choose_task
+
+
+def _bad_option(message: str, name: str) -> ValidationError:
+    return ValidationError(message, path=f"$.{name}", code=ErrorCode.BAD_OPTIONS)
+
+
+class ProcessEnvironment(Environment):
+    """What the coding and shell environments share: per episode a workspace, a child process and
+    maybe a task; per step a timeout (the action's, the default, capped) and streamed output."""
+
+    def __init__(
+        self,
+        task: str | None = None,
+        timeout_s: float = 10.0,
+        max_timeout_s: float = 60.0,
+        max_output_chars: int = 16384,
+        max_steps: int | None = None,
+        check_timeout_s: float = 10.0,
+    ) -> None:
+        for name, value in (
+            ("timeout_s", timeout_s),
+            ("max_timeout_s", max_timeout_s),
+            ("check_timeout_s", check_timeout_s),
+        ):
+            if not value > 0:
+                raise _bad_option(f"{name} must be > 0", name)
+        if max_output_chars < 64:
+            raise _bad_option("max_output_chars must be >= 64", "max_output_chars")
+        self.task_option = task
+        choose_task(self._tasks(), task, None)  # an unknown task fails at open, not at the first reset
+        self.timeout_s = timeout_s
+        self.max_timeout_s = max_timeout_s
+        self.max_output_chars = max_output_chars
+        self.max_steps = max_steps
+        self.check_timeout_s = check_timeout_s
+        self.seed: int | None = None
+        self.episode_id = ""
+        self.task_name: str | None = None
+        self.task: dict[str, Any] | None = None
+        self._workspace: Workspace | None = None
+        self._child: ChildProcess | None = None
+
+    # ------------------------------------------------------------ what a subclass provides
+
+    def _tasks(self) -> dict[str, dict[str, Any]]:
+        return {}
+
+    async def _spawn(self) -> ChildProcess:
+        raise NotImplementedError
+
+    async def _prepare(self) -> None:
+        """Called with the new workspace before the child starts (e.g. a task's setup)."""
+
+    # ------------------------------------------------------------ shared
+
+    @property
+    def workspace(self) -> Workspace:
+        assert self._workspace is not None, "reset() first"
+        return self._workspace
+
+    @property
+    def child(self) -> ChildProcess:
+        assert self._child is not None, "reset() first"
+        return self._child
+
+    async def _begin(self, seed: int | None, options: dict[str, Any] | None) -> None:
+        """Start an episode: end the previous one, choose the task, make the workspace, start the child."""
+        options = dict(options or {})
+        task = choose_task(self._tasks(), options.pop("task", self.task_option), seed)
+        if options:
+            raise ValidationError(
+                f"unknown reset options: {', '.join(sorted(options))} (known: task)", path="$.options"
+            )
+        await self._end()
+        self.seed, self.task_name = seed, task
+        self.task = self._tasks()[task] if task else None
+        self.episode_id = str(uuid.uuid4())
+        self._workspace = Workspace(prefix=f"openenv-{self.name}-")
+        await self._prepare()
+        self._child = await self._spawn()
+
+    async def _restart(self) -> None:
+        """Replace a dead (or killed) child with a fresh one in the same workspace."""
+        await self.child.close()
+        self._child = await self._spawn()
+
+    def _timeout(self, requested: float | None) -> float:
+        return min(requested or self.timeout_s, self.max_timeout_s)
+
+    async def _stream(self, stream: str, text: str) -> None:
+        await self.emit({"stream": stream, "text": text})
+
+    def _truncated(self, step_count: int) -> bool:
+        return self.max_steps is not None and step_count >= self.max_steps
+
+    async def _end(self) -> None:
+        if self._child is not None:
+            await self._child.close()
+            self._child = None
+        if self._workspace is not None:
+            self._workspace.remove()
+            self._workspace = None
+
+    async def close(self) -> None:
+        await self._end()
