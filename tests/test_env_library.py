@@ -1,7 +1,7 @@
 """Whole episodes of the environment library (coding, shell, textgames, gym) through real servers.
 
 Each test runs on the subprocess backend (one sandbox process per session) and, where the
-environment is cheap, on the in-process one too. The Gymnasium facade (``openenv_ws.gym.make``)
+environment is cheap, on the in-process one too. The Gymnasium facade (``openenv_ws.client.gym.make``)
 is driven the way existing Gymnasium code drives ``gymnasium.make``. The episodes are functions of
 the server's URL, so the Docker tests (``test_docker_env_library.py``) run the same ones.
 """
@@ -23,7 +23,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from openenv_ws import EpisodeStateError, SandboxCrashedError, ValidationError, connect
-from openenv_ws.gym import make
+from openenv_ws.client.gym import make
 from openenv_ws_envs._lib.child import running
 from openenv_ws_envs.shell import ShellObservation
 from openenv_ws_envs.textgames.games import Wordle, words

@@ -8,13 +8,13 @@ import gymnasium
 
 from openenv_ws.env import Action, Observation, SandboxSettings, State, StepResult, SyncEnvironment
 from openenv_ws.errors import ValidationError
-from openenv_ws.gym import SpaceSpec, Value, decode, describe, encode
 from openenv_ws.protocol import ErrorCode
+from openenv_ws.spaces import SpaceSpec, Value, decode, describe, encode
 
 
 class GymAction(Action):
     action: Value
-    """An int for a ``Discrete`` space; an :class:`~openenv_ws.gym.NDArray` or a (nested) list of numbers
+    """An int for a ``Discrete`` space; an :class:`~openenv_ws.spaces.NDArray` or a (nested) list of numbers
     for ``Box``/``MultiDiscrete``/``MultiBinary``; a list for ``Tuple``; a ``DictValue`` for ``Dict``."""
 
 

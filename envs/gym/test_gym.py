@@ -1,4 +1,4 @@
-"""The gym environment and the wire form of spaces and values (``openenv_ws/gym.py``), without a server."""
+"""The gym environment and the wire form of spaces and values (``openenv_ws/spaces.py``), without a server."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from gymnasium import spaces
 
 from openenv_ws.errors import ValidationError
-from openenv_ws.gym import DictValue, NDArray, build_space, decode, describe, encode
 from openenv_ws.protocol import pack
+from openenv_ws.spaces import DictValue, NDArray, build_space, decode, describe, encode
 from openenv_ws_envs.gym import GymAction, GymEnvironment
 
 SPACES = [
