@@ -5,7 +5,7 @@
 
 The images docker-compose.yml builds (the server's, and the sandbox image its sessions run in)
 install only from these wheels, with no network: the same recipe as ``openenv-ws build``
-(openenv_ws/sandbox/images.py), so it works on machines that reach only a package index, or
+(openenv_ws/sandbox/docker/images.py), so it works on machines that reach only a package index, or
 none once the wheels are here. Re-run it after changing the code: the images install the
 project from its wheel.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import docker
 
-from openenv_ws.sandbox.images import BuildError, collect_wheels
+from openenv_ws.sandbox.docker.images import BuildError, collect_wheels
 
 ROOT = Path(__file__).resolve().parent.parent
 WHEELS = ROOT / "deploy" / "wheels"

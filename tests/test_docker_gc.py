@@ -18,7 +18,7 @@ from dataclasses import replace
 import anyio
 import pytest
 
-from openenv_ws.sandbox.reaper import Owner, process_start
+from openenv_ws.sandbox.docker.reaper import Owner, process_start
 
 from .conftest import ROOT
 

@@ -10,7 +10,7 @@ from .base import Backend, Sandbox
 BACKENDS = {
     "inprocess": "openenv_ws.sandbox.inprocess:InProcessBackend",
     "subprocess": "openenv_ws.sandbox.subprocess:SubprocessBackend",
-    "docker": "openenv_ws.sandbox.docker:DockerBackend",
+    "docker": "openenv_ws.sandbox.docker.backend:DockerBackend",
 }
 
 

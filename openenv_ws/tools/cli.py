@@ -94,7 +94,7 @@ def _backend(args: argparse.Namespace):
 
 def _build(args: argparse.Namespace) -> int:
     from ..registry import resolve
-    from ..sandbox.images import BuildError, build_image
+    from ..sandbox.docker import BuildError, build_image
 
     try:
         tag = build_image(
@@ -114,7 +114,7 @@ def _build(args: argparse.Namespace) -> int:
 def _gc(args: argparse.Namespace) -> int:
     import anyio
 
-    from ..sandbox.reaper import gc
+    from ..sandbox.docker import gc
 
     removed = anyio.run(lambda: gc(dead_only=args.dead, server=args.server))
     for item in removed:

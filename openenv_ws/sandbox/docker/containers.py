@@ -25,11 +25,11 @@ import anyio.abc
 import docker
 import docker.errors
 
-from ..env import SandboxSettings
-from ..errors import SandboxStartError
-from .channel import FrameChannel
-from .events import ExitMonitor, ExitWatch
-from .relay import signal_name
+from ...env import SandboxSettings
+from ...errors import SandboxStartError
+from ..channel import FrameChannel
+from ..relay import signal_name
+from .exits import ExitMonitor, ExitWatch
 
 T = TypeVar("T")
 

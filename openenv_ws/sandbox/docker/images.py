@@ -22,8 +22,8 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from ..registry import EnvSpec, builtin_envs
-from ..version import __version__
+from ...registry import EnvSpec, builtin_envs
+from ...version import __version__
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 BASE_IMAGE_VAR = "OPENENV_WS_BASE_IMAGE"
@@ -59,7 +59,7 @@ def build_command(spec: EnvSpec) -> str:
 
 def project_root() -> Path | None:
     """The source tree this package was installed from (editable installs and checkouts)."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     if (root / "pyproject.toml").is_file() and (root / "sandboxes" / "Dockerfile").is_file():
         return root
     return None

@@ -7,7 +7,7 @@ env opens them). The worker talks to the server over a Unix socket in a per-sess
 directory (see :mod:`.containers`), so the frames are the same as the subprocess backend's.
 
 Around that: warm pools and the cap on starts (:mod:`.pool`), one event stream that sees
-every container die (:mod:`.events`), and the labels and sweeps that leave no container
+every container die (:mod:`.exits`), and the labels and sweeps that leave no container
 behind, even after a server was killed (:mod:`.reaper`).
 """
 
@@ -26,14 +26,14 @@ import anyio.abc
 import docker
 import docker.errors
 
-from ..registry import EnvSpec
+from ...registry import EnvSpec
+from ..base import Backend, Sandbox, new_session_id
+from ..relay import RelaySandbox
 from . import reaper
-from .base import Backend, Sandbox, new_session_id
 from .containers import IPC_ROOT, Container, DockerOps, exit_reason, launch, remove_dir
-from .events import ExitMonitor
+from .exits import ExitMonitor
 from .images import build_command, image_for
 from .pool import WarmPool
-from .relay import RelaySandbox
 
 log = logging.getLogger("openenv_ws.sandbox.docker")
 

@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from ..errors import CapacityError, OpenEnvWSError, SandboxStartError
+from ...errors import CapacityError, OpenEnvWSError, SandboxStartError
 from .containers import Container
 
 log = logging.getLogger("openenv_ws.sandbox.docker")
