@@ -202,3 +202,14 @@ def test_a_file_that_cannot_be_written_is_dropped_not_fatal(tmp_path):
     assert writer.flush()
     assert broken.failed and writer.errors == 1 and broken.handle is None
     assert fine.path.read_text() == '{"kind":"end","ts":0.0,"reason":"test"}\n' and writer.lines == 1
+
+
+def test_a_recording_made_before_the_library_was_renamed_still_names_its_env():
+    """Recordings of openenv-ws 0.1 name ``envs.echo:...``; the library now installs as openenv_ws_envs."""
+    from openenv_ws.errors import UnknownEnvError
+    from openenv_ws.tools.replay import spec_for
+
+    spec = spec_for({"env": "echo", "target": "envs.echo:EchoEnvironment"})
+    assert spec.name == "echo" and spec.target == "openenv_ws_envs.echo:EchoEnvironment"
+    with pytest.raises(UnknownEnvError):
+        spec_for({"env": "not-registered", "target": "envs.nothing:Nothing"})

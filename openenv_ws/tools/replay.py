@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 
 from ..client.session import connect
-from ..errors import OpenEnvWSError
+from ..errors import OpenEnvWSError, UnknownEnvError
 from ..record import C2S, S2C, Episode, RecordingError, read_episodes
 from ..registry import EnvSpec, builtin_envs, resolve
 
@@ -261,7 +261,12 @@ def spec_for(header: dict[str, Any]) -> EnvSpec:
     if registered is not None and (target is None or registered == target):
         return resolve(name)
     if target:
-        return resolve(target)
+        try:
+            return resolve(target)
+        except UnknownEnvError:
+            if registered is None:
+                raise
+            return resolve(name)  # moved since it was recorded (envs.echo:... is now openenv_ws_envs.echo:...)
     return resolve(name)
 
 
