@@ -205,11 +205,14 @@ def test_a_file_that_cannot_be_written_is_dropped_not_fatal(tmp_path):
 
 
 def test_a_recording_made_before_the_library_was_renamed_still_names_its_env():
-    """Recordings of openenv-ws 0.1 name ``envs.echo:...``; the library now installs as openenv_ws_envs."""
+    """Recordings of openenv-ws 0.1 name ``envs.echo:...``; the library now installs as openenv_ws_envs.
+
+    (From the repository's root ``envs`` is still a folder on the path, so a name that imports nowhere
+    stands in for it here.)"""
     from openenv_ws.errors import UnknownEnvError
     from openenv_ws.tools.replay import spec_for
 
-    spec = spec_for({"env": "echo", "target": "envs.echo:EchoEnvironment"})
+    spec = spec_for({"env": "echo", "target": "gone_since_recorded.echo:EchoEnvironment"})
     assert spec.name == "echo" and spec.target == "openenv_ws_envs.echo:EchoEnvironment"
     with pytest.raises(UnknownEnvError):
         spec_for({"env": "not-registered", "target": "envs.nothing:Nothing"})
