@@ -93,6 +93,9 @@ class Environment:
     #: ``observation``, ``state``, ``info``, ``reward`` or ``events``; ``*`` matches any one key
     #: or index, and a path covers everything below it: ``("state.episode_id", "observation.elapsed_s")``.
     nondeterministic_fields: ClassVar[tuple[str, ...]] = ()
+    #: Seconds one reset/step/state may take before the server stops the sandbox and answers
+    #: ``timeout`` (None: the server's default). ``serve --step-timeout`` overrides it.
+    step_timeout: ClassVar[float | None] = None
 
     _emitter: Emitter | None = None
 

@@ -88,6 +88,12 @@ class SandboxCrashedError(OpenEnvWSError):
     code = ErrorCode.SANDBOX_CRASHED
 
 
+class OutputLimitError(OpenEnvWSError):
+    """A request produced more than the server accepts (events, bytes); the session has ended."""
+
+    code = ErrorCode.OUTPUT_LIMIT
+
+
 class SandboxStartError(OpenEnvWSError):
     code = ErrorCode.SANDBOX_START_FAILED
 
@@ -124,6 +130,7 @@ _BY_CODE: dict[str, type[OpenEnvWSError]] = {
     ErrorCode.SANDBOX_CRASHED: SandboxCrashedError,
     ErrorCode.SANDBOX_START_FAILED: SandboxStartError,
     ErrorCode.TIMEOUT: RequestTimeoutError,
+    ErrorCode.OUTPUT_LIMIT: OutputLimitError,
     ErrorCode.UNAUTHORIZED: AuthError,
 }
 

@@ -40,6 +40,10 @@ class Open(Frame, tag="open"):
 
     ``last_seen`` is the highest sequence number whose final reply the client holds; the
     server may forget replies up to it.
+
+    ``open_key`` makes opening exactly-once: a client whose connection dropped before it got
+    ``opened`` sends the same ``open`` again (same key) and lands on the same session and
+    sandbox, never a second one.
     """
 
     version: int = PROTOCOL_VERSION
@@ -48,6 +52,7 @@ class Open(Frame, tag="open"):
     session_id: str | None = None
     resume_token: str | None = None
     last_seen: int = 0
+    open_key: str | None = None
 
 
 class Reset(Frame, tag="reset"):
@@ -152,6 +157,7 @@ class ErrorCode:
     SANDBOX_CRASHED = "sandbox_crashed"
     SANDBOX_START_FAILED = "sandbox_start_failed"
     TIMEOUT = "timeout"
+    OUTPUT_LIMIT = "output_limit"
     UNAUTHORIZED = "unauthorized"
     INTERNAL = "internal"
 

@@ -11,13 +11,16 @@ from openenv_ws.env import Action, Environment, Observation, State, StepResult, 
 
 
 class FlakyAction(Action):
-    op: str = "ok"  # ok | raise | crash | sleep | pid
+    op: str = "ok"  # ok | raise | crash | sleep | pid | flood | big
     seconds: float = 0.0
+    count: int = 0  # flood: events to stream; big: bytes of the observation
+    size: int = 0  # flood: bytes of each event
 
 
 class FlakyObservation(Observation):
     op: str = ""
     pid: int = 0
+    blob: str = ""
 
 
 class FlakyEnv(Environment):
@@ -44,7 +47,12 @@ class FlakyEnv(Environment):
             os.kill(os.getpid(), signal.SIGKILL)
         if action.op == "sleep":
             await anyio.sleep(action.seconds)
-        return StepResult(observation=FlakyObservation(op=action.op, pid=os.getpid()), reward=1.0)
+        if action.op == "flood":
+            chunk = "x" * action.size
+            for index in range(action.count):
+                await self.emit({"index": index, "chunk": chunk})
+        blob = "y" * action.count if action.op == "big" else ""
+        return StepResult(observation=FlakyObservation(op=action.op, pid=os.getpid(), blob=blob), reward=1.0)
 
     async def state(self) -> State:
         return State(step_count=self.steps)

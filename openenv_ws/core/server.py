@@ -38,6 +38,9 @@ class Limits:
     """Answered requests kept for repeats after a resume."""
     max_cached_frames: int = 4096
     """Frames (events + reply) kept per request; later events are sent live only."""
+    max_cache_bytes: int = 16 << 20
+    """Bytes of frames kept per session: past it, older answered requests are dropped first and a
+    request's further events are sent live only. A reply is always kept."""
     retry_after: float = 1.0
     """What a ``queue_full`` refusal suggests as the wait."""
 
@@ -48,6 +51,8 @@ class CacheEntry:
 
     frames: list[Delivery] = field(default_factory=list)
     done: bool = False
+    size: int = 0
+    """Bytes of ``frames``."""
 
 
 # ---------------------------------------------------------------- what receive() decides
@@ -84,6 +89,8 @@ class Expiry:
     reason: str
     notify: bool
     code: int
+    deadline: bool = False
+    """The request in flight is past its deadline: stop the sandbox, answer ``timeout``."""
 
 
 class SessionState:
@@ -101,8 +108,11 @@ class SessionState:
         self.close_reason = ""
         self.created = self.last_activity = now
         self.detached_at = 0.0
+        self.request_started = 0.0
+        """When the request being applied was taken from the queue."""
         self.queue: deque[Request] = deque()
         self.cache: OrderedDict[int, CacheEntry] = OrderedDict()
+        self.cache_bytes = 0
 
     @property
     def closed(self) -> bool:
@@ -138,6 +148,7 @@ class SessionState:
     def next_request(self, now: float) -> Request | None:
         """The next request to apply, in order; None when there is none (the worker stops)."""
         if self.queue and not self.closed:
+            self.request_started = now
             return self.queue.popleft()
         self.busy = False
         self.last_activity = now
@@ -148,16 +159,28 @@ class SessionState:
     def record(self, seq: int, delivery: Delivery) -> None:
         """A frame request ``seq`` streamed before its reply; kept for repeats (bounded)."""
         entry = self.cache.get(seq)
-        if entry is not None and len(entry.frames) < self.limits.max_cached_frames:
-            entry.frames.append(delivery)
+        if entry is None or len(entry.frames) >= self.limits.max_cached_frames:
+            return
+        size = len(delivery[1])
+        if self.cache_bytes + size > self.limits.max_cache_bytes:
+            self._trim_bytes(size)
+            if self.cache_bytes + size > self.limits.max_cache_bytes:
+                return  # sent live only
+        entry.frames.append(delivery)
+        entry.size += size
+        self.cache_bytes += size
 
     def finish(self, request: Request, delivery: Delivery, now: float) -> str | None:
         """Request ``request`` got its final reply. Returns why the session must end now, if it must."""
         reply = delivery[0]
         entry = self.cache.get(request.seq)
         if entry is not None:
+            size = len(delivery[1])
             entry.frames.append(delivery)
+            entry.size += size
             entry.done = True
+            self.cache_bytes += size
+            self._trim_bytes(0)
         if isinstance(reply, Result) and isinstance(request, Step):
             self.steps += 1
         self.last_activity = now
@@ -174,7 +197,19 @@ class SessionState:
             seq, entry = next(iter(self.cache.items()))
             if not entry.done:
                 break
-            del self.cache[seq]
+            self._drop(seq)
+
+    def _trim_bytes(self, room: int) -> None:
+        """Drop the oldest answered requests until ``room`` more bytes fit (the newest answer stays)."""
+        budget = self.limits.max_cache_bytes - room
+        while self.cache_bytes > budget and len(self.cache) > 1:
+            seq, entry = next(iter(self.cache.items()))
+            if not entry.done:
+                break
+            self._drop(seq)
+
+    def _drop(self, seq: int) -> None:
+        self.cache_bytes -= self.cache.pop(seq).size
 
     # ------------------------------------------------------------ connections
 
@@ -185,7 +220,7 @@ class SessionState:
         self.phase = "active"
         self.last_activity = now
         for seq in [s for s, e in self.cache.items() if s <= last_seen and e.done]:
-            del self.cache[seq]
+            self._drop(seq)
 
     def detach(self, now: float) -> None:
         """The attached connection went away; the session waits for a resume."""
@@ -204,15 +239,30 @@ class SessionState:
         self.queue.clear()
         return True
 
-    def expiry(self, now: float, *, resume_grace: float, idle_timeout: float) -> Expiry | None:
-        """Whether the reaper should close the session now (never while a request is in flight)."""
-        if self.closed or self.busy:
+    def expiry(
+        self, now: float, *, resume_grace: float, idle_timeout: float, deadline: float | None = None
+    ) -> Expiry | None:
+        """Whether the reaper should close the session now.
+
+        A session whose client left is closed after the grace period even while a request runs
+        (the request is stopped with its sandbox: nobody waits for its answer any more). An
+        attached session is never reaped while a request runs: its deadline bounds that.
+        """
+        if self.closed:
             return None
         if self.phase == "detached" and now - self.detached_at > resume_grace:
-            return Expiry("resume grace period expired", notify=False, code=1000)
+            return Expiry("resume grace period expired", notify=True, code=1000)
+        if self.busy:
+            if deadline is not None and now - self.request_started > deadline:
+                return Expiry(f"request took longer than {deadline:g}s", notify=False, code=1000, deadline=True)
+            return None
         if now - self.last_activity > idle_timeout:
             return Expiry("idle timeout", notify=True, code=1001)
         return None
+
+    def running_for(self, now: float) -> float:
+        """How long the request in flight has run (0 when none runs)."""
+        return now - self.request_started if self.busy else 0.0
 
     @property
     def shown_state(self) -> str:

@@ -112,6 +112,9 @@ class _Reply:
         if self._open:
             self.frames.append(frame)
 
+    def slow_request(self) -> None:
+        pass  # one HTTP request: nothing to notice
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         self._open = False
 

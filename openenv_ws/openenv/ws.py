@@ -61,6 +61,9 @@ class OpenEnvLink:
             except Exception:
                 self._open = False
 
+    def slow_request(self) -> None:
+        pass  # an OpenEnv session ends with its socket; the deadline bounds a stuck request
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         if not self._open:
             return

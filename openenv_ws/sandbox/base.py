@@ -18,6 +18,7 @@ import anyio.abc
 
 from ..protocol import Reply, Request
 from ..registry import EnvSpec
+from .channel import MAX_FRAME
 from .episode import EventSink
 
 
@@ -53,6 +54,9 @@ def new_session_id() -> str:
 
 class Backend(ABC):
     name: ClassVar[str]
+
+    #: The largest frame a sandbox's worker may send (set by the server from its config).
+    max_frame_bytes: int = MAX_FRAME
 
     @abstractmethod
     async def open(self, spec: EnvSpec, options: dict[str, Any]) -> Sandbox:

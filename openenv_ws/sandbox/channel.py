@@ -7,13 +7,19 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ..protocol import Frame, encode
 
-MAX_FRAME = 256 * 1024 * 1024
+MAX_FRAME = 64 * 1024 * 1024
+"""Default for the largest frame a peer may send (``ServerConfig.max_sandbox_frame_bytes``)."""
+
+
+class FrameTooLarge(anyio.BrokenResourceError):
+    """The peer announced a frame over the limit: the channel cannot be read any further."""
 
 
 class FrameChannel:
-    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+    def __init__(self, stream: anyio.abc.ByteStream, max_frame: int = MAX_FRAME) -> None:
         self._stream = stream
         self._reader = BufferedByteReceiveStream(stream)
+        self.max_frame = max_frame
 
     async def send(self, frame: Frame) -> None:
         data = encode(frame)
@@ -22,8 +28,8 @@ class FrameChannel:
     async def receive(self) -> bytes:
         """One frame's bytes. Raises ``anyio.EndOfStream``/``IncompleteRead`` when the peer is gone."""
         size = int.from_bytes(await self._reader.receive_exactly(4), "big")
-        if size > MAX_FRAME:
-            raise anyio.BrokenResourceError(f"frame of {size} bytes exceeds {MAX_FRAME}")
+        if size > self.max_frame:
+            raise FrameTooLarge(f"the sandbox sent a frame of {size} bytes, over the limit of {self.max_frame}")
         return await self._reader.receive_exactly(size)
 
     async def aclose(self) -> None:

@@ -17,7 +17,7 @@ import anyio
 from ..errors import OpenEnvWSError, SandboxCrashedError, SandboxStartError
 from ..protocol import Close, Error, Event, Open, Opened, Reply, Request, decode_server
 from .base import Sandbox
-from .channel import FrameChannel
+from .channel import FrameChannel, FrameTooLarge
 from .episode import EventSink
 
 #: What a read or write on a channel raises when the worker on the other end is gone.
@@ -114,9 +114,10 @@ class RelaySandbox(Sandbox):
                     continue
                 self._in_flight = False
                 return reply  # type: ignore[return-value]
-        except _GONE:
+        except _GONE as exc:
             self._in_flight = False
-            raise SandboxCrashedError(await self._reason(), fatal=True) from None
+            reason = str(exc) if isinstance(exc, FrameTooLarge) else await self._reason()
+            raise SandboxCrashedError(reason, fatal=True) from None
 
     async def close(self) -> None:
         if self._closing:

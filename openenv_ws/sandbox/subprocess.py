@@ -73,7 +73,8 @@ class SubprocessBackend(Backend):
             )
         finally:
             child.close()
-        sandbox = SubprocessSandbox(process, FrameChannel(await anyio.abc.SocketStream.from_socket(parent)))
+        stream = await anyio.abc.SocketStream.from_socket(parent)
+        sandbox = SubprocessSandbox(process, FrameChannel(stream, self.max_frame_bytes))
         sandbox.session_id = new_session_id()
         await sandbox.handshake(spec.target, options, self.start_timeout)
         return sandbox

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+DEFAULT_STEP_TIMEOUT = 600.0
+"""Seconds a request may take when neither the server nor the environment says otherwise."""
+
 
 @dataclass
 class ServerConfig:
@@ -16,17 +19,39 @@ class ServerConfig:
     max_frame_bytes: int = 1 << 20
     """Largest frame accepted; larger ones get a ``frame_too_large`` error."""
     step_timeout: float | None = None
-    """Deadline of one reset/step/state; past it the sandbox is stopped and the session ends."""
+    """Deadline of one reset/step/state; past it the sandbox is stopped and the client gets a
+    ``timeout`` error (the session ends). None: the environment's own ``step_timeout``, else
+    ``DEFAULT_STEP_TIMEOUT``."""
     max_queue: int = 8
     """Requests of one session waiting behind the one being applied."""
     reply_cache: int = 8
     """Answered requests per session kept for repeats after a resume."""
+    reply_cache_bytes: int = 16 << 20
+    """Bytes of frames one session keeps for repeats; past it, older replies go first and a
+    request's further events are sent live only (its reply is always kept)."""
+    max_events_per_request: int = 100_000
+    """Events one request may stream; more ends the session (``output_limit``, the sandbox stopped)."""
+    max_event_bytes_per_request: int = 256 << 20
+    """Bytes of events one request may stream; more ends the session the same way."""
+    max_sandbox_frame_bytes: int = 64 << 20
+    """Largest frame a sandbox worker may send the server; a larger one is a crashed sandbox."""
+    max_mux_buffer_bytes: int = 32 << 20
+    """Bytes queued for a multiplexed connection that does not read; past it the connection is
+    closed (1013) and its sessions wait, detached, for their client to resume them."""
+    max_sessions_per_connection: int = 8192
+    """Sessions (channels) one multiplexed connection may hold; more get a capacity error."""
     max_starting: int = 16
     """Sandboxes starting at once; later opens wait in order."""
     start_wait: float = 60.0
     """How long an open may wait for a starting slot before a capacity error."""
     open_timeout: float = 10.0
     """How long a new connection has to send its ``open`` frame."""
+    ws_ping_interval: float = 20.0
+    """Seconds between the server's keepalive pings on a WebSocket (0: none)."""
+    ws_ping_timeout: float = 60.0
+    """How long a pong may take before the connection counts as dead. Generous on purpose: a
+    trainer running thousands of sessions in one loop answers late when it is busy, and a
+    dropped connection costs a resume; a dead peer is still found within interval + timeout."""
     drain_timeout: float = 30.0
     """On shutdown, how long in-flight requests may take to finish."""
     retry_after: float = 1.0

@@ -6,7 +6,12 @@ replies go out in the encoding the client last used, one send at a time.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections import deque
+from collections.abc import MutableMapping
+from typing import Any
 
 import anyio
 from starlette.websockets import WebSocket
@@ -30,6 +35,8 @@ from ..protocol import (
 from .sessions import Session, SessionManager
 
 log = logging.getLogger("openenv_ws.server")
+
+Message = MutableMapping[str, Any]
 
 # WebSocket close codes the server uses.
 CLOSE_POLICY = 1008  # unauthorized, no open frame, a fatal error
@@ -56,10 +63,40 @@ class Connection:
         self.open = True
         client = websocket.client
         self.peer = f"{client.host}:{client.port}" if client else "?"
+        self.session: Session | None = None
         self._send_lock = anyio.Lock(fast_acquire=True)
+        # Requests are applied in the reader's own task (no task per request), so while one runs
+        # nobody reads. A request that runs long gets a reader aside (slow_request), which keeps
+        # what arrives for the main loop and notices a client that left.
+        self._aside: asyncio.Task[None] | None = None
+        self._early: deque[Message] = deque()
+
+    def slow_request(self) -> None:
+        if self._aside is None and self.open:
+            self._aside = asyncio.get_running_loop().create_task(self._read_aside())
+
+    async def _read_aside(self) -> None:
+        while True:
+            message = await self.websocket.receive()
+            self._early.append(message)
+            if message["type"] == "websocket.disconnect":
+                self.open = False
+                if self.session is not None:
+                    self.session.detach(self)  # the grace period starts now, not when the request ends
+                return
+
+    async def _next_message(self) -> Message:
+        aside, self._aside = self._aside, None
+        if aside is not None and not aside.done():
+            aside.cancel()  # safe: a message not yet taken stays in the server's queue
+            with contextlib.suppress(asyncio.CancelledError):
+                await aside
+        if self._early:
+            return self._early.popleft()
+        return await self.websocket.receive()
 
     async def receive(self) -> ClientFrame:
-        message = await self.websocket.receive()
+        message = await self._next_message()
         if message["type"] == "websocket.disconnect":
             self.open = False
             raise Disconnected
@@ -120,6 +157,7 @@ async def session_socket(websocket: WebSocket) -> None:
         session = await open_session(manager, conn)
         if session is None:
             return
+        conn.session = session
         while not session.closed:
             try:
                 frame = await conn.receive()

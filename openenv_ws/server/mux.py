@@ -59,6 +59,9 @@ class Channel:
         if self.open:
             self.mux.enqueue(self.number, data)
 
+    def slow_request(self) -> None:
+        pass  # its connection's reader always reads
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Release the channel; the connection and its other sessions go on."""
         if self.mux.channels.get(self.number) is self:

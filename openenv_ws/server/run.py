@@ -70,8 +70,8 @@ def uvicorn_config(
         # Frames above our limit get a typed error from the app; far above it, uvicorn closes (1009).
         ws_max_size=max(4 * max_frame, max_frame + (1 << 20)),
         ws_per_message_deflate=False,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
+        ws_ping_interval=app.state.config.ws_ping_interval or None,
+        ws_ping_timeout=app.state.config.ws_ping_timeout or None,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         http="httptools" if importlib.util.find_spec("httptools") else "h11",
         backlog=4096,

@@ -14,7 +14,6 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +24,6 @@ from ..core.server import Apply, Limits, Refuse, SessionState
 from ..errors import CapacityError, OpenEnvWSError, ProtocolError, SessionLostError, UnknownEnvError
 from ..protocol import (
     PROTOCOL_VERSION,
-    Close,
     Closed,
     Error,
     ErrorCode,
@@ -41,7 +39,7 @@ from ..protocol import (
 )
 from ..registry import EnvSpec
 from ..sandbox import Backend, Sandbox
-from .config import ServerConfig
+from .config import DEFAULT_STEP_TIMEOUT, ServerConfig
 from .metrics import Metrics, NullMetrics, ServerSnapshot
 from .sink import FrameSink
 from .tap import SessionTap, recording_tap
@@ -60,10 +58,19 @@ class SessionContext:
     backend: str
     limits: Limits
     step_timeout: float | None
+    """The server's deadline for every request (``serve --step-timeout``); None: each env's own."""
+    max_events: int
+    """Events one request may stream."""
+    max_event_bytes: int
+    """Bytes of events one request may stream."""
     metrics: Metrics
     tasks: TaskOwner
     forget: Callable[[Session], None]
     """Called once when a session closes: the manager drops it."""
+
+
+class _OutputLimit(Exception):
+    """Raised into a sandbox's event stream: the request produced more than the server accepts."""
 
 
 class Session:
@@ -85,8 +92,11 @@ class Session:
         self.peer = sink.peer
         self.state = SessionState(context.limits, time.monotonic())
         self.tap: SessionTap | None = None  # recording and live watchers; None while nothing listens
+        self.deadline = context.step_timeout or spec.cls.step_timeout or DEFAULT_STEP_TIMEOUT
+        """Seconds a request may run; the reaper stops the sandbox past it."""
         self._schemas = schemas
         self._watch_scope: anyio.CancelScope | None = None
+        self._deadline_hit = False
 
     # ------------------------------------------------------------ what others read
 
@@ -185,22 +195,32 @@ class Session:
             self.tap.request(frame)
         started = time.perf_counter()
         seq = frame.seq
+        streamed = [0, 0]  # events, bytes
 
         async def stream(event: Event) -> None:
             data = encode(event)
+            streamed[0] += 1
+            streamed[1] += len(data)
+            if streamed[0] > context.max_events or streamed[1] > context.max_event_bytes:
+                raise _OutputLimit(
+                    f"request {seq} streamed more than {context.max_events} events or"
+                    f" {context.max_event_bytes} bytes of events; the sandbox was stopped"
+                )
             self.state.record(seq, (event, data))
             await self._send(event, data)
 
-        timeout = context.step_timeout
         reply: Reply
         try:
-            with anyio.fail_after(timeout) if timeout and not isinstance(frame, Close) else nullcontext():
-                reply = await self.sandbox.request(frame, stream)
-        except TimeoutError:
-            message = f"request took longer than {timeout}s; the sandbox was stopped"
-            reply = Error(seq=seq, code=ErrorCode.TIMEOUT, message=message, fatal=True)
+            reply = await self.sandbox.request(frame, stream)
+        except _OutputLimit as exc:
+            await self.sandbox.close()  # mid-request: the relay cannot be trusted any more
+            reply = Error(seq=seq, code=ErrorCode.OUTPUT_LIMIT, message=str(exc), fatal=True)
         except OpenEnvWSError as exc:
-            reply = exc.to_frame(seq)
+            if self._deadline_hit:
+                message = f"request took longer than {self.deadline:g}s; the sandbox was stopped"
+                reply = Error(seq=seq, code=ErrorCode.TIMEOUT, message=message, fatal=True)
+            else:
+                reply = exc.to_frame(seq)
         except Exception as exc:
             log.exception("session %s: request %s failed", self.id, seq)
             reply = Error(seq=seq, code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}", fatal=True)
@@ -212,6 +232,13 @@ class Session:
             await self.close(ending, notify=False)
 
     # ------------------------------------------------------------ ending
+
+    async def stop_request(self) -> None:
+        """The request in flight is past its deadline: stop the sandbox; the request answers ``timeout``."""
+        if self.state.closed or not self.state.busy or self._deadline_hit:
+            return
+        self._deadline_hit = True
+        await self.sandbox.close()
 
     async def watch_sandbox(self) -> None:
         """Tell the client promptly when its sandbox dies between requests."""
@@ -277,6 +304,7 @@ class SessionManager:
         self.specs = specs
         self.default_env = next(iter(specs))
         self.backend = backend
+        backend.max_frame_bytes = config.max_sandbox_frame_bytes
         self.config = config
         self.sessions: dict[str, Session] = {}
         self.draining = False
@@ -290,9 +318,12 @@ class SessionManager:
                 max_queue=config.max_queue,
                 reply_cache=config.reply_cache,
                 max_cached_frames=MAX_CACHED_FRAMES,
+                max_cache_bytes=config.reply_cache_bytes,
                 retry_after=config.retry_after,
             ),
             step_timeout=config.step_timeout,
+            max_events=config.max_events_per_request,
+            max_event_bytes=config.max_event_bytes_per_request,
             metrics=self.metrics,
             tasks=self.tasks,
             forget=self._forget,
@@ -328,8 +359,17 @@ class SessionManager:
         now = time.monotonic()
         cfg = self.config
         for session in list(self.sessions.values()):
-            expiry = session.state.expiry(now, resume_grace=cfg.resume_grace, idle_timeout=cfg.idle_timeout)
-            if expiry is not None:
+            state = session.state
+            expiry = state.expiry(
+                now, resume_grace=cfg.resume_grace, idle_timeout=cfg.idle_timeout, deadline=session.deadline
+            )
+            if expiry is None:
+                if state.running_for(now) > cfg.reap_interval and session.sink is not None:
+                    session.sink.slow_request()
+                continue
+            if expiry.deadline:
+                self.spawn(session.stop_request)
+            else:
                 self.spawn(session.close, expiry.reason, expiry.notify, expiry.code)
 
     async def drain(self) -> None:

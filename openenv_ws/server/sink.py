@@ -30,3 +30,9 @@ class FrameSink(Protocol):
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Release the transport (or the sink's share of it). Idempotent."""
         ...
+
+    def slow_request(self) -> None:
+        """A request of this sink's session runs long. A sink that notices a lost peer only when it
+        reads (the plain connection applies requests in its reader) starts reading aside now, so a
+        client that left is detached without waiting for the request. Others do nothing."""
+        ...

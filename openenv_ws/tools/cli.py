@@ -38,6 +38,7 @@ def _serve(args: argparse.Namespace) -> int:
         step_timeout=args.step_timeout,
         max_starting=args.max_starting,
         drain_timeout=args.drain_timeout,
+        **{name: getattr(args, name) for name in _BOUNDS},
         **_serve_settings(args),  # --record, --token, --no-metrics; sets up --log-format
     )
     from ..openenv.server import openenv_routes
@@ -45,6 +46,22 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(args.env, backend=_backend(args), config=config, extensions=[openenv_routes])
     serve(app, args.host, args.port, log_level=args.log_level, ws=args.ws, log_config=None)
     return 0
+
+
+_BOUNDS = {
+    name: (name, kind, what)
+    for name, kind, what in [
+        ("reply_cache_bytes", int, "bytes of replies one session keeps for repeats"),
+        ("max_events_per_request", int, "events one request may stream"),
+        ("max_event_bytes_per_request", int, "bytes of events one request may stream"),
+        ("max_sandbox_frame_bytes", int, "largest frame a sandbox may send"),
+        ("max_mux_buffer_bytes", int, "bytes queued for a multiplexed connection that does not read"),
+        ("max_sessions_per_connection", int, "sessions one multiplexed connection may hold"),
+        ("ws_ping_interval", float, "seconds between keepalive pings (0: none)"),
+        ("ws_ping_timeout", float, "seconds a pong may take"),
+    ]
+}
+"""ServerConfig fields that ``serve`` takes as ``--kebab-case`` options with the config's defaults."""
 
 
 def _serve_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -262,6 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--step-timeout", type=float, default=None, help="deadline of one reset/step (s)")
     serve.add_argument("--max-starting", type=int, default=16, help="sandboxes starting at once")
     serve.add_argument("--drain-timeout", type=float, default=30.0, help="on shutdown, wait for steps (s)")
+    from ..server.config import ServerConfig
+
+    defaults = ServerConfig()
+    bounds = serve.add_argument_group("bounds (defaults and meaning: docs/operations.md, ServerConfig)")
+    for name, kind, what in _BOUNDS.values():
+        default = getattr(defaults, name)
+        bounds.add_argument("--" + name.replace("_", "-"), type=kind, default=default, help=f"{what} ({default})")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.add_argument("--ws", default="auto", help="uvicorn WebSocket implementation (default websockets-sansio)")
     tooling = serve.add_argument_group("operator tooling")

@@ -255,3 +255,46 @@ def test_the_shown_state_says_busy_only_while_attached(clock):
     assert state.shown_state == "detached"
     state.close("x")
     assert state.shown_state == "closed"
+
+
+def test_a_busy_session_whose_client_left_is_reaped_after_the_grace(clock):
+    state = SessionState(Limits(), clock())
+    state.receive(step(1), clock())
+    state.next_request(clock())  # in flight, and stays so (a step that never returns)
+    state.detach(clock())
+    limits = {"resume_grace": 60.0, "idle_timeout": 300.0}
+    assert state.expiry(clock(59.0), **limits) is None
+    expired = state.expiry(clock(2.0), **limits)
+    assert expired is not None and expired.reason == "resume grace period expired"
+
+
+def big_result(seq: int, size: int) -> tuple[Result, bytes]:
+    frame = Result(seq=seq, observation=pack("x" * size))
+    return frame, encode(frame)
+
+
+def test_the_cache_is_bounded_in_bytes_dropping_the_oldest_answers_first(clock):
+    state = SessionState(Limits(reply_cache=100, max_cache_bytes=10_000), clock())
+    for n in range(1, 11):
+        frame = step(n)
+        state.receive(frame, clock())
+        run_one(state, frame, clock, big_result(n, 3_000))
+        assert state.cache_bytes <= 10_000 or len(state.cache) == 1
+    assert state.cache_bytes == sum(e.size for e in state.cache.values())
+    assert max(state.cache) == 10 and min(state.cache) >= 8  # three of ~3 KB fit
+    refused = state.receive(step(1), clock())
+    assert isinstance(refused, Refuse) and refused.error.code == ErrorCode.STALE_SEQ
+
+
+def test_events_past_the_byte_budget_are_sent_live_only_and_the_reply_is_still_kept(clock):
+    state = SessionState(Limits(max_cache_bytes=2_000), clock())
+    frame = step(1)
+    state.receive(frame, clock())
+    state.next_request(clock())
+    for index in range(100):
+        state.record(1, (Event(seq=1, index=index, data=pack("y" * 100)), b"z" * 150))
+    kept = len(state.cache[1].frames)
+    assert 0 < kept < 100 and state.cache_bytes <= 2_000
+    state.finish(frame, big_result(1, 5_000), clock())  # over the budget on its own
+    assert state.cache[1].done and state.cache[1].frames[-1][0] == big_result(1, 5_000)[0]
+    assert isinstance(state.receive(step(1), clock()), Repeat)

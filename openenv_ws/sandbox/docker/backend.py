@@ -44,6 +44,7 @@ EXIT_REASON_WAIT = 3.0
 class DockerSandbox(RelaySandbox):
     def __init__(self, backend: DockerBackend, container: Container, memory: str) -> None:
         super().__init__(container.channel)
+        container.channel.max_frame = backend.max_frame_bytes
         self._backend = backend
         self.container = container
         self._memory = memory
