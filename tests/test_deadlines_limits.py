@@ -11,9 +11,21 @@ import anyio
 import pytest
 
 from openenv_ws import connect
-from openenv_ws.client.transport import WebSocket
+from openenv_ws.client.transport import ConnectionLost, WebSocket
 from openenv_ws.errors import OutputLimitError, RequestTimeoutError, SandboxCrashedError
-from openenv_ws.protocol import Open, Opened, Reset, Step, decode_server, encode, pack, unpack
+from openenv_ws.protocol import (
+    Error,
+    Open,
+    Opened,
+    Reset,
+    Step,
+    decode_batch,
+    decode_server,
+    encode,
+    encode_batch,
+    pack,
+    unpack,
+)
 
 
 def _alive(pid: int) -> bool:
@@ -119,3 +131,67 @@ async def test_a_frame_from_the_sandbox_over_the_limit_is_a_crashed_sandbox(star
             await env.step({"op": "big", "count": 200_000})
         assert "over the limit of 100000" in str(info.value)
         await _wait_gone(pid)
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_a_multiplexed_client_that_stops_reading_is_disconnected_and_its_session_resumes(start_server):
+    srv = start_server("tests.helper_envs:FlakyEnv", "--sandbox", "inprocess", "--max-mux-buffer-bytes", "4000000")
+    rss_before = _rss_mib(srv.proc.pid)
+    ws = await WebSocket.connect(srv.url + "/v1/mux")
+    await ws.send(encode_batch([(1, encode(Open()))]))
+    [(_, raw)] = decode_batch(await ws.receive())
+    opened = decode_server(raw)
+    assert isinstance(opened, Opened)
+    await ws.send(encode_batch([(1, encode(Reset(seq=1)))]))
+    await ws.receive()
+    await ws.send(encode_batch([(1, encode(Step(seq=2, action=pack({"op": "big", "count": 100_000}))))]))
+    await ws.receive()  # a 100 KB reply, now cached
+    repeat = encode(Step(seq=2, action=pack({"op": "big", "count": 100_000})))
+    closed = False
+    with anyio.fail_after(30):
+        for _ in range(200):  # up to 2 GB of repeats asked for, never read: bounded in count
+            try:
+                await ws.send(encode_batch([(1, repeat)] * 100))
+            except ConnectionLost:
+                closed = True
+                break
+            await anyio.sleep(0.01)
+    if not closed:  # what is in flight may hide the close for a moment: read until it shows
+        with anyio.fail_after(30), pytest.raises(ConnectionLost) as info:
+            while True:
+                await ws.receive()
+        assert info.value.code == 1013
+    await ws.aclose()
+    assert _rss_mib(srv.proc.pid) - rss_before < 150  # not the ~GB the repeats would take unbounded
+    # The session was detached, not lost: it resumes on a new connection.
+    async with connect(srv.url, reconnect_attempts=1) as neighbour:  # the server serves others meanwhile
+        assert (await neighbour.reset()).observation["pid"] == srv.proc.pid
+    ws = await WebSocket.connect(srv.url + "/v1/mux")
+    resume = Open(session_id=opened.session_id, resume_token=opened.resume_token, last_seen=2)
+    await ws.send(encode_batch([(7, encode(resume))]))
+    [(channel, raw)] = decode_batch(await ws.receive())
+    again = decode_server(raw)
+    assert channel == 7 and isinstance(again, Opened) and again.resumed and again.last_applied == 2
+    await ws.aclose()
+
+
+async def test_a_multiplexed_connection_holds_a_bounded_number_of_sessions(start_server):
+    srv = start_server("echo", "--sandbox", "inprocess", "--max-sessions-per-connection", "3")
+    ws = await WebSocket.connect(srv.url + "/v1/mux")
+    await ws.send(encode_batch([(n, encode(Open(seq=n))) for n in range(1, 5)]))
+    replies: dict[int, object] = {}
+    with anyio.fail_after(10):
+        while len(replies) < 4:
+            for channel, raw in decode_batch(await ws.receive()):
+                replies[channel] = decode_server(raw)
+    refused = [r for r in replies.values() if isinstance(r, Error)]
+    assert len(refused) == 1 and refused[0].code == "capacity" and refused[0].retry_after
+    assert sum(isinstance(r, Opened) for r in replies.values()) == 3
+    await ws.aclose()

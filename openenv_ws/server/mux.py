@@ -13,6 +13,7 @@ as one batch: that amortises the per-message cost that dominates a trivial step.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import anyio
@@ -34,12 +35,15 @@ from ..protocol import (
     encode_batch,
     guess_seq,
 )
+from .connection import CLOSE_TRY_AGAIN_LATER
 from .sessions import Session, SessionManager
 
 log = logging.getLogger("openenv_ws.server")
 
 MAX_BATCH = 4096
 """Frames per outgoing message at most; a longer queue goes out in several."""
+MAX_BATCH_BYTES = 1 << 20
+"""Bytes per outgoing message, roughly (a message holds at least one frame)."""
 
 
 class Channel:
@@ -77,12 +81,35 @@ class MuxConnection:
         client = websocket.client
         self.peer = f"{client.host}:{client.port}" if client else "?"
         self._outbox: list[tuple[int, bytes]] = []
+        self._outbox_bytes = 0
         self._wake = anyio.Event()
+        self._scope: anyio.CancelScope | None = None
+        self._overflowed = False
 
     def enqueue(self, channel: int, data: bytes) -> None:
-        if self.open:
-            self._outbox.append((channel, data))
-            self._wake.set()
+        if not self.open:
+            return
+        self._outbox.append((channel, data))
+        self._outbox_bytes += len(data)
+        if self._outbox_bytes > self.manager.config.max_mux_buffer_bytes:
+            self._overflow()
+            return
+        self._wake.set()
+
+    def _overflow(self) -> None:
+        """The client does not read what it is sent: drop the connection, not the sessions."""
+        log.warning(
+            "multiplexed connection from %s: %d bytes wait unread (limit %d); closing it, its %d sessions can resume",
+            self.peer,
+            self._outbox_bytes,
+            self.manager.config.max_mux_buffer_bytes,
+            len(self.channels),
+        )
+        self.open = False
+        self._overflowed = True
+        self._outbox, self._outbox_bytes = [], 0
+        if self._scope is not None:
+            self._scope.cancel()
 
     def _error(self, channel: int, code: str, message: str, seq: int = 0, fatal: bool = False) -> None:
         self.enqueue(channel, encode(Error(seq=seq, code=code, message=message, fatal=fatal)))
@@ -90,6 +117,7 @@ class MuxConnection:
     async def serve(self) -> None:
         try:
             async with anyio.create_task_group() as tg:
+                self._scope = tg.cancel_scope
                 tg.start_soon(self._write_loop)
                 try:
                     await self._read_loop()
@@ -100,13 +128,22 @@ class MuxConnection:
             for channel in list(self.channels.values()):
                 if channel.session is not None:
                     channel.session.detach(channel)
+            if self._overflowed:
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await self.websocket.close(CLOSE_TRY_AGAIN_LATER, "slow reader: outgoing buffer full")
 
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
             self._wake = anyio.Event()
             while self._outbox:
-                batch, self._outbox = self._outbox[:MAX_BATCH], self._outbox[MAX_BATCH:]
+                size, cut = 0, 0
+                for cut, (_, data) in enumerate(self._outbox[:MAX_BATCH], 1):  # noqa: B007
+                    size += len(data)
+                    if size > MAX_BATCH_BYTES:
+                        break
+                batch, self._outbox = self._outbox[:cut], self._outbox[cut:]
+                self._outbox_bytes -= size
                 try:
                     await self.websocket.send({"type": "websocket.send", "bytes": encode_batch(batch)})
                 except Exception:
@@ -148,6 +185,17 @@ class MuxConnection:
         if isinstance(frame, Open):
             if channel is not None:
                 self._error(number, ErrorCode.UNEXPECTED_FRAME, f"channel {number} already holds a session", frame.seq)
+                return
+            limit = self.manager.config.max_sessions_per_connection
+            if len(self.channels) >= limit:
+                error = Error(
+                    seq=frame.seq,
+                    code=ErrorCode.CAPACITY,
+                    message=f"this connection holds {limit} sessions already: open more connections",
+                    fatal=True,
+                    retry_after=self.manager.config.retry_after,
+                )
+                self.enqueue(number, encode(error))
                 return
             channel = self.channels[number] = Channel(self, number)
             self.manager.spawn(self._open, channel, frame)
