@@ -110,6 +110,7 @@ class MuxLink:
         self.sessions: dict[int, Carried] = {}
         self.generation = 0
         self.connected = False
+        self._up = anyio.Event()  # set while connected
         self._numbers = itertools.count(1)
         self._openings: dict[int, tuple[anyio.Event, list[Any]]] = {}
         self._ws: WebSocket | None = None
@@ -166,8 +167,19 @@ class MuxLink:
         return number, reply
 
     async def attach(self, session: Carried, timeout: float) -> None:
-        """Open ``session`` (a new one) on this link."""
-        number, opened = await self.open(session.open_frame(), timeout)
+        """Open ``session`` (a new one) on this link.
+
+        If the socket dies before ``opened`` arrives, the same ``open`` (same open key) is sent
+        again on the next socket: the server answers it with the same session, never a second one.
+        """
+        frame = session.open_frame()
+        with anyio.fail_after(timeout):
+            while True:
+                try:
+                    number, opened = await self.open(frame, timeout)
+                    break
+                except _Dropped:
+                    await self._up.wait()
         self.sessions[number] = session
         session.adopt(opened, _Channel(self, number))
 
@@ -177,6 +189,7 @@ class MuxLink:
         with anyio.fail_after(self.connect_timeout):
             self._ws = await WebSocket.connect(self.url, headers=self.headers)
         self.connected = True
+        self._up.set()
         task_group.start_soon(self._run)
 
     async def _run(self) -> None:
@@ -193,6 +206,7 @@ class MuxLink:
                 except* (ConnectionLost, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                     pass
                 self.connected = False
+                self._up = anyio.Event()
                 await ws.aclose()
                 if not await self._reconnect():
                     return
@@ -250,6 +264,7 @@ class MuxLink:
         except GaveUp as exc:
             self._ws = None
             self._fail_all(SessionLostError(str(exc)))
+            self._up.set()  # whoever waits to open again learns the failure
             for session in self._to_resume:
                 session.fail(SessionLostError(str(exc)))
             return False
@@ -258,6 +273,7 @@ class MuxLink:
         self._outbox = []
         self._wake = anyio.Event()
         self.connected = True
+        self._up.set()
         return True
 
     async def _resume(self, session: Carried) -> None:

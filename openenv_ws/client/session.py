@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from os import PathLike
@@ -128,6 +129,7 @@ class EnvSession:
         self.action_schema: dict[str, Any] = {}
         self.observation_schema: dict[str, Any] = {}
         self._core = ClientState()
+        self._open_key = secrets.token_urlsafe(16)  # the same on every attempt: opening is exactly-once
         self._link: Link | None = None
         self._reader_scope: anyio.CancelScope | None = None
         self._closed = False
@@ -319,14 +321,19 @@ class EnvSession:
             raise
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
-        """Open the session on a socket of its own and start its reader in ``task_group``."""
+        """Open the session on a socket of its own and start its reader in ``task_group``.
+
+        A connection lost before ``opened`` (a sandbox start can take seconds) is retried with the
+        client's reconnect policy; every attempt carries the same open key, so the server hands
+        back the session the first attempt made instead of starting a second sandbox.
+        """
+        frame = self.open_frame()
         try:
-            with anyio.fail_after(self.connect_timeout):
-                ws, opened = await self._handshake(self.open_frame())
-        except TimeoutError:
-            raise RequestTimeoutError(f"no session opened within {self.connect_timeout}s") from None
-        except ConnectionLost as exc:
-            raise SessionLostError(f"cannot open a session at {self.url}: {exc}") from None
+            ws, opened = await self.reconnect.retry(lambda: self._handshake(frame), self.connect_timeout)
+        except GaveUp as exc:
+            if isinstance(exc.last, TimeoutError):
+                raise RequestTimeoutError(f"no session opened within {self.connect_timeout}s") from None
+            raise SessionLostError(f"cannot open a session at {self.url}: {exc.last}") from None
         self.adopt(opened, ws)
         task_group.start_soon(self._read_until_closed)
 
@@ -387,7 +394,7 @@ class EnvSession:
 
     def open_frame(self) -> Open:
         """The frame that opens this (new) session."""
-        return Open(env=self.env, options=self.options)
+        return Open(env=self.env, options=self.options, open_key=self._open_key)
 
     def adopt(self, opened: Opened, link: Link) -> None:
         """Take the session ``opened`` describes, reached through ``link``."""

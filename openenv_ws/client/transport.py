@@ -117,6 +117,8 @@ class WebSocket:
             except _LOST:
                 self._protocol.receive_eof()
                 raise self._lost() from None
+            except Exception as exc:  # TLS errors and the like: a lost connection all the same
+                raise ConnectionLost(f"connection failed: {exc!r}") from None
             self._protocol.receive_data(data)
             self._collect()
             try:
@@ -126,9 +128,11 @@ class WebSocket:
         return self._messages.popleft()
 
     def _lost(self) -> ConnectionLost:
-        exc = self._protocol.close_exc
-        code = exc.rcvd.code if exc is not None and exc.rcvd is not None else None
-        reason = exc.rcvd.reason if exc is not None and exc.rcvd is not None else ""
+        # close_rcvd, not close_exc: the latter asserts the connection is fully CLOSED, and a
+        # connection can be lost while it is still CLOSING.
+        rcvd = self._protocol.close_rcvd
+        code = rcvd.code if rcvd is not None else None
+        reason = rcvd.reason if rcvd is not None else ""
         return ConnectionLost(
             f"connection closed ({code or 'no close frame'}{': ' + reason if reason else ''})",
             code,
@@ -147,6 +151,8 @@ class WebSocket:
                 await self._stream.send(b"".join(self._protocol.data_to_send()))
             except _LOST:
                 raise self._lost() from None
+            except Exception as exc:
+                raise ConnectionLost(f"connection failed: {exc!r}") from None
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):

@@ -21,7 +21,14 @@ import anyio
 import anyio.abc
 
 from ..core.server import Apply, Limits, Refuse, SessionState
-from ..errors import CapacityError, OpenEnvWSError, ProtocolError, SessionLostError, UnknownEnvError
+from ..errors import (
+    CapacityError,
+    OpenEnvWSError,
+    ProtocolError,
+    SandboxStartError,
+    SessionLostError,
+    UnknownEnvError,
+)
 from ..protocol import (
     PROTOCOL_VERSION,
     Closed,
@@ -69,6 +76,35 @@ class SessionContext:
     """Called once when a session closes: the manager drops it."""
 
 
+class _Opening:
+    """An open in progress, which a repeat of the same open (same key) waits for."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+        self._session: Session | None = None
+        self._error: BaseException | None = None
+
+    def done(self, session: Session) -> None:
+        self._session = session
+        self._event.set()
+
+    def fail(self, exc: BaseException) -> None:
+        self._error = exc
+        self._event.set()
+
+    async def wait(self, timeout: float) -> Session:
+        with anyio.move_on_after(timeout):
+            await self._event.wait()
+        if not self._event.is_set():
+            raise SandboxStartError(f"the first attempt of this open did not finish within {timeout:g}s", fatal=True)
+        if self._session is None:
+            error = self._error
+            if isinstance(error, OpenEnvWSError):
+                raise error
+            raise SessionLostError(f"the first attempt of this open failed: {error!r}", fatal=True)
+        return self._session
+
+
 class _OutputLimit(Exception):
     """Raised into a sandbox's event stream: the request produced more than the server accepts."""
 
@@ -97,6 +133,8 @@ class Session:
         self._schemas = schemas
         self._watch_scope: anyio.CancelScope | None = None
         self._deadline_hit = False
+        self.open_key: str | None = None
+        """The client's key of the ``open`` that made it (a repeated open finds it by this)."""
 
     # ------------------------------------------------------------ what others read
 
@@ -331,6 +369,7 @@ class SessionManager:
         self._schemas = {
             name: (pack(spec.schemas["action"]), pack(spec.schemas["observation"])) for name, spec in specs.items()
         }
+        self._by_open_key: dict[str, Session | _Opening] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._starting: anyio.Semaphore | None = None
         self._drained = anyio.Event()
@@ -390,6 +429,8 @@ class SessionManager:
 
     def _forget(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
+        if session.open_key is not None:
+            self._by_open_key.pop(session.open_key, None)
 
     # ------------------------------------------------------------ finding
 
@@ -423,6 +464,36 @@ class SessionManager:
             )
         if frame.session_id:
             return self._resume(frame, sink)
+        if frame.open_key:
+            known = self._by_open_key.get(frame.open_key)
+            if known is not None:
+                return await self._open_again(known, sink)
+            opening = self._by_open_key[frame.open_key] = _Opening()
+            try:
+                session = await self._open_new(frame, sink)
+            except BaseException as exc:
+                del self._by_open_key[frame.open_key]
+                opening.fail(exc)
+                raise
+            session.open_key = frame.open_key
+            self._by_open_key[frame.open_key] = session
+            opening.done(session)
+            return session
+        return await self._open_new(frame, sink)
+
+    async def _open_again(self, known: Session | _Opening, sink: FrameSink) -> Session:
+        """The same ``open`` again (its connection dropped before ``opened``): the same session."""
+        session = await known.wait(self.config.start_wait + 60) if isinstance(known, _Opening) else known
+        if session.closed:
+            raise SessionLostError(
+                f"session {session.id} opened by this key has ended: {session.close_reason}", fatal=True
+            )
+        previous = session.attach(sink, 0)
+        if previous is not None:
+            self.spawn(previous.close, 1000, "superseded by a repeated open")
+        return session
+
+    async def _open_new(self, frame: Open, sink: FrameSink) -> Session:
         spec = self.spec(frame.env)
         if len(self.sessions) + self.opening >= self.config.max_sessions:
             self.metrics.capacity_rejected()
