@@ -341,7 +341,10 @@ class EnvSession:
         # Shielded: when the caller is cancelled, close() still needs the reader to get its
         # reply; close() ends the reader itself.
         with anyio.CancelScope(shield=True) as self._reader_scope:
-            await self._read()
+            try:
+                await self._read()
+            except Exception as exc:  # a bug or a callback's error: the caller sees a typed failure
+                self.fail(SessionLostError(f"the session's reader failed: {exc!r}"))
 
     async def _read(self) -> None:
         while True:

@@ -152,6 +152,7 @@ async def session_socket(websocket: WebSocket) -> None:
     manager: SessionManager = websocket.app.state.manager
     conn = Connection(websocket, manager.config.max_frame_bytes)
     await websocket.accept()
+    manager.metrics.connection_accepted("session")
     session: Session | None = None
     try:
         session = await open_session(manager, conn)

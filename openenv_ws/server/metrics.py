@@ -89,6 +89,7 @@ class Metrics:
         self.sandbox_crashes = 0
         self.watch_dropped = 0
         self.auth_failures = 0
+        self.connections = {"session": 0, "mux": 0}
 
     def applied(self, frame: Request, reply: Any, seconds: float) -> None:
         """One request answered (called on the step path)."""
@@ -128,6 +129,9 @@ class Metrics:
     def auth_failed(self) -> None:
         self.auth_failures += 1
 
+    def connection_accepted(self, kind: str) -> None:
+        self.connections[kind] += 1
+
     def watcher_gone(self, dropped: int) -> None:
         self.watch_dropped += dropped
 
@@ -147,6 +151,12 @@ class Metrics:
             ("sessions_opened_total", "counter", "Sessions opened.", self.sessions_opened),
             ("sessions_closed_total", "counter", "Sessions ended, for any reason.", self.sessions_closed),
             ("resumes_total", "counter", "Sessions resumed on a new connection.", self.resumes),
+            (
+                "connections_total",
+                "counter",
+                "WebSocket connections accepted, by kind (more than sessions: clients reconnected).",
+                _by("kind", self.connections),
+            ),
             ("capacity_rejections_total", "counter", "Opens refused at capacity.", self.capacity_rejections),
             ("requests_total", "counter", "Requests applied, by kind.", _by("kind", self.requests)),
             ("steps_total", "counter", "Steps that returned a result.", self.steps),
@@ -207,6 +217,9 @@ class NullMetrics(Metrics):
         pass
 
     def auth_failed(self) -> None:
+        pass
+
+    def connection_accepted(self, kind: str) -> None:
         pass
 
     def watcher_gone(self, dropped: int) -> None:

@@ -226,5 +226,7 @@ class MuxConnection:
 
 
 async def mux_socket(websocket: WebSocket) -> None:
+    manager: SessionManager = websocket.app.state.manager
     await websocket.accept()
-    await MuxConnection(websocket, websocket.app.state.manager).serve()
+    manager.metrics.connection_accepted("mux")
+    await MuxConnection(websocket, manager).serve()

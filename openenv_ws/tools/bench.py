@@ -71,6 +71,20 @@ def health(http: str) -> dict:
         return json.loads(r.read())
 
 
+def connections_accepted(http: str) -> int | None:
+    """WebSocket connections the server has accepted so far (None if its metrics are off)."""
+    try:
+        with urllib.request.urlopen(http + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("openenv_ws_connections_total{")
+    )
+
+
 async def single_session(url: str, steps: int, server_pid: int | None = None) -> dict:
     latencies = []
     async with connect(url, env="echo") as env:
@@ -199,11 +213,12 @@ def markdown(report: dict) -> str:
         ]
     if report.get("grid"):
         lines += [
-            "| sessions x steps | mux | success | agg steps/s | p50 | p99 | p999 | session p99 "
+            "| sessions x steps | mux | success | connections | agg steps/s | p50 | p99 | p999 | session p99 "
             "| server RSS (idle -> loaded) | per session |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for g in report["grid"]:
+            connections = g.get("connections")
             per = (
                 f"{(g['server_rss_mib'] - report['idle_rss_mib']) * 1024 / g['sessions']:.0f} KiB"
                 if g["server_rss_mib"]
@@ -211,7 +226,8 @@ def markdown(report: dict) -> str:
             )
             lines.append(
                 f"| {g['sessions']} x {g['steps_each']} | {g['multiplex'] or '-'} | {g['success_rate'] * 100:.2f}% "
-                f"| {g['agg_steps_per_s']} | {g['p50_ms']} ms | {g['p99_ms']} ms | {g['p999_ms']} ms "
+                f"| {connections if connections is not None else '-'} | {g['agg_steps_per_s']} "
+                f"| {g['p50_ms']} ms | {g['p99_ms']} ms | {g['p999_ms']} ms "
                 f"| {g['session_p99_s']} s "
                 f"| {report['idle_rss_mib']} -> {g['server_rss_mib']} MiB | {per} |"
             )
@@ -275,7 +291,11 @@ def run(args: argparse.Namespace) -> int:
         report["grid"] = []
         for n in [int(x) for x in args.grid.split(",") if x]:
             pid = server.pid if server else None
+            accepted = connections_accepted(http)
             result = anyio.run(concurrent, url, n, args.steps, args.delay, args.deadline, pid, args.multiplex, **LOOP)
+            after = connections_accepted(http)
+            # More connections than sessions (or mux sockets) means clients had to reconnect.
+            result["connections"] = after - accepted if accepted is not None and after is not None else None
             report["grid"].append(result)
             print("grid:", result, flush=True)
     finally:
