@@ -16,6 +16,7 @@ import inspect
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from os import PathLike
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -328,8 +329,9 @@ class EnvSession:
         back the session the first attempt made instead of starting a second sandbox.
         """
         frame = self.open_frame()
+        policy = self.reconnect if self.reconnect.attempts > 0 else replace(self.reconnect, attempts=1)
         try:
-            ws, opened = await self.reconnect.retry(lambda: self._handshake(frame), self.connect_timeout)
+            ws, opened = await policy.retry(lambda: self._handshake(frame), self.connect_timeout)
         except GaveUp as exc:
             if isinstance(exc.last, TimeoutError):
                 raise RequestTimeoutError(f"no session opened within {self.connect_timeout}s") from None
