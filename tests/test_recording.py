@@ -215,4 +215,4 @@ def test_a_recording_made_before_the_library_was_renamed_still_names_its_env():
     spec = spec_for({"env": "echo", "target": "gone_since_recorded.echo:EchoEnvironment"})
     assert spec.name == "echo" and spec.target == "openenv_ws_envs.echo:EchoEnvironment"
     with pytest.raises(UnknownEnvError):
-        spec_for({"env": "not-registered", "target": "envs.nothing:Nothing"})
+        spec_for({"env": "not-registered", "target": "gone_since_recorded.nothing:Nothing"})
