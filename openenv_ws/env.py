@@ -97,6 +97,14 @@ class Environment:
     #: ``timeout`` (None: the server's default). ``serve --step-timeout`` overrides it.
     step_timeout: ClassVar[float | None] = None
 
+    #: How an episode can be copied (``fork``, ``checkpoint``): ``"replay"`` (default: a fresh
+    #: instance is reset with the episode's seed and options and given the same actions, each answer
+    #: checked against the recorded one, ``nondeterministic_fields`` skipped), or ``"none"``. An
+    #: environment that implements :meth:`snapshot` and :meth:`restore` is copied by snapshot.
+    state_capture: ClassVar[str] = "replay"
+    #: The type :meth:`restore` receives (what :meth:`snapshot` returned, after a trip through MessagePack).
+    snapshot_type: ClassVar[Any] = Any
+
     _emitter: Emitter | None = None
 
     async def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> StepResult:
@@ -110,6 +118,14 @@ class Environment:
 
     async def close(self) -> None:
         """Release what the environment holds. Called once, when the session ends."""
+
+    async def snapshot(self) -> Any:
+        """The episode's whole state, as bytes or any MessagePack-able value (a Struct...). Optional."""
+        raise NotImplementedError
+
+    async def restore(self, snapshot: Any) -> None:
+        """Become the episode :meth:`snapshot` captured (``snapshot`` is decoded as ``snapshot_type``)."""
+        raise NotImplementedError
 
     async def emit(self, data: Any) -> None:
         """Stream ``data`` to the client as an :class:`~openenv_ws.protocol.Event` now."""
@@ -132,10 +148,22 @@ class SyncEnvironment(Environment):
     def close(self) -> None:  # type: ignore[override]
         pass
 
+    def snapshot(self) -> Any:  # type: ignore[override]
+        raise NotImplementedError
+
+    def restore(self, snapshot: Any) -> None:  # type: ignore[override]
+        raise NotImplementedError
+
     def emit(self, data: Any) -> None:  # type: ignore[override]
         """Stream ``data`` as an event; blocks this worker thread until it is queued."""
         if self._emitter is not None:
             anyio.from_thread.run(self._emitter, data)
+
+
+def capture_method(env_cls: type[Environment]) -> str:
+    """``snapshot`` when the environment implements snapshot/restore, else its ``state_capture``."""
+    own = env_cls.snapshot not in (Environment.snapshot, SyncEnvironment.snapshot)
+    return "snapshot" if own and env_cls.state_capture != "none" else env_cls.state_capture
 
 
 def schemas(env_cls: type[Environment]) -> dict[str, Any]:

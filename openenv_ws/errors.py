@@ -94,6 +94,25 @@ class OutputLimitError(OpenEnvWSError):
     code = ErrorCode.OUTPUT_LIMIT
 
 
+class NotCopyableError(OpenEnvWSError):
+    """The environment cannot be forked or checkpointed that way (see ``Environment.state_capture``)."""
+
+    code = ErrorCode.NOT_COPYABLE
+
+
+class ReplayDivergedError(OpenEnvWSError):
+    """Restoring an episode by replay saw a different answer than the recorded one; the message names
+    the step and the fields, ``path`` the first of them."""
+
+    code = ErrorCode.REPLAY_DIVERGED
+
+
+class CheckpointError(OpenEnvWSError):
+    """No such checkpoint (unknown, expired, unreadable, or of an environment this server does not serve)."""
+
+    code = ErrorCode.CHECKPOINT_NOT_FOUND
+
+
 class SandboxStartError(OpenEnvWSError):
     code = ErrorCode.SANDBOX_START_FAILED
 
@@ -131,6 +150,9 @@ _BY_CODE: dict[str, type[OpenEnvWSError]] = {
     ErrorCode.SANDBOX_START_FAILED: SandboxStartError,
     ErrorCode.TIMEOUT: RequestTimeoutError,
     ErrorCode.OUTPUT_LIMIT: OutputLimitError,
+    ErrorCode.NOT_COPYABLE: NotCopyableError,
+    ErrorCode.REPLAY_DIVERGED: ReplayDivergedError,
+    ErrorCode.CHECKPOINT_NOT_FOUND: CheckpointError,
     ErrorCode.UNAUTHORIZED: AuthError,
 }
 

@@ -53,6 +53,8 @@ class Open(Frame, tag="open"):
     resume_token: str | None = None
     last_seen: int = 0
     open_key: str | None = None
+    checkpoint: str | None = None
+    """Open a new session from this checkpoint (see :class:`Checkpoint`) instead of a fresh episode."""
 
 
 class Reset(Frame, tag="reset"):
@@ -76,8 +78,21 @@ class Ping(Frame, tag="ping"):
     pass
 
 
-ClientFrame = Open | Reset | Step | GetState | Close | Ping
-Request = Reset | Step | GetState | Close
+class Fork(Frame, tag="fork"):
+    """Copy this episode into ``count`` new sessions, each in a sandbox of its own, as it was after
+    step ``at_step`` (None: now). Answered by :class:`Forked`; numbered and applied once like a step,
+    so a repeated fork makes no second set of children."""
+
+    at_step: int | None = None
+    count: int = 1
+
+
+class Checkpoint(Frame, tag="checkpoint"):
+    """Save this episode as it is now; answered by :class:`Checkpointed` with the checkpoint's id."""
+
+
+ClientFrame = Open | Reset | Step | GetState | Close | Ping | Fork | Checkpoint
+Request = Reset | Step | GetState | Close | Fork | Checkpoint
 """The frames that are numbered, applied once, and answered from the reply cache."""
 
 # ---------------------------------------------------------------- server -> client
@@ -130,8 +145,52 @@ class Pong(Frame, tag="pong"):
     pass
 
 
-ServerFrame = Opened | Event | Result | StateReply | Error | Closed | Pong
-Reply = Result | StateReply | Error | Closed
+class ForkedSession(msgspec.Struct, kw_only=True):
+    session_id: str
+    resume_token: str
+
+
+class Forked(Frame, tag="forked"):
+    """The children of a :class:`Fork`: each a session waiting (``resume_grace``) for its client to
+    resume it with its id and token. ``method``: ``snapshot`` or ``replay``."""
+
+    sessions: list[ForkedSession]
+    method: str
+    step: int
+
+
+class Checkpointed(Frame, tag="checkpointed"):
+    checkpoint_id: str
+    method: str
+    step: int
+
+
+ServerFrame = Opened | Event | Result | StateReply | Error | Closed | Pong | Forked | Checkpointed
+Reply = Result | StateReply | Error | Closed | Forked | Checkpointed
+
+# ---------------------------------------------------------------- server <-> sandbox only
+#
+# A sandbox's worker also takes these, never a client: a snapshot is the environment's private
+# state (a hidden answer, a grader's secret), so it travels only between server and sandbox.
+
+
+class TakeSnapshot(Frame, tag="take_snapshot"):
+    pass
+
+
+class RestoreSnapshot(Frame, tag="restore_snapshot"):
+    data: bytes
+    phase: str
+
+
+class Snapshotted(Frame, tag="snapshotted"):
+    data: bytes
+    phase: str
+    """The episode's phase: ``new``, ``running`` or ``ended``."""
+
+
+SandboxRequest = Request | TakeSnapshot | RestoreSnapshot
+SandboxReply = Reply | Snapshotted
 """The frames that end a request."""
 
 
@@ -158,6 +217,9 @@ class ErrorCode:
     SANDBOX_START_FAILED = "sandbox_start_failed"
     TIMEOUT = "timeout"
     OUTPUT_LIMIT = "output_limit"
+    NOT_COPYABLE = "not_copyable"
+    REPLAY_DIVERGED = "replay_diverged"
+    CHECKPOINT_NOT_FOUND = "checkpoint_not_found"
     UNAUTHORIZED = "unauthorized"
     INTERNAL = "internal"
 
@@ -176,6 +238,8 @@ class ProtocolViolation(Exception):
 _encoder = msgspec.msgpack.Encoder()
 _client_decoder = msgspec.msgpack.Decoder(ClientFrame)
 _server_decoder = msgspec.msgpack.Decoder(ServerFrame)
+_to_sandbox_decoder = msgspec.msgpack.Decoder(Open | Ping | SandboxRequest)
+_from_sandbox_decoder = msgspec.msgpack.Decoder(ServerFrame | Snapshotted)
 _json_encoder = msgspec.json.Encoder()
 _json_decoder = msgspec.json.Decoder()
 _any_decoder = msgspec.msgpack.Decoder()
@@ -215,6 +279,21 @@ def decode_client(data: bytes) -> ClientFrame:
 def decode_server(data: bytes) -> ServerFrame:
     try:
         return _server_decoder.decode(data)
+    except Exception as exc:
+        raise ProtocolViolation(_why(exc)) from None
+
+
+def decode_to_sandbox(data: bytes) -> Open | Ping | SandboxRequest:
+    """What a sandbox's worker reads: a client's requests, and the server's own."""
+    try:
+        return _to_sandbox_decoder.decode(data)
+    except Exception as exc:
+        raise ProtocolViolation(_why(exc)) from None
+
+
+def decode_from_sandbox(data: bytes) -> ServerFrame | Snapshotted:
+    try:
+        return _from_sandbox_decoder.decode(data)
     except Exception as exc:
         raise ProtocolViolation(_why(exc)) from None
 

@@ -7,6 +7,8 @@ import signal
 import time
 from typing import Any
 
+from msgspec import Struct
+
 from openenv_ws.env import Action, Environment, Observation, State, StepResult, SyncEnvironment
 
 
@@ -93,3 +95,64 @@ class SyncCounterEnv(SyncEnvironment):
 
     def state(self) -> State:
         return State(step_count=self.steps)
+
+
+class DrawAction(Action):
+    pass
+
+
+class DrawObservation(Observation):
+    draw: int
+    total: int
+
+
+class LuckyEnv(Environment):
+    """Draws an unseeded random number each step: a replay of its episode cannot match."""
+
+    name = "lucky"
+    action_type = DrawAction
+    observation_type = DrawObservation
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.steps = 0
+
+    async def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> StepResult:
+        self.total = self.steps = 0
+        return StepResult(observation=DrawObservation(draw=0, total=0))
+
+    async def step(self, action: DrawAction) -> StepResult:
+        import random
+
+        draw = random.SystemRandom().randrange(1 << 30)
+        self.total += draw
+        self.steps += 1
+        return StepResult(observation=DrawObservation(draw=draw, total=self.total))
+
+    async def state(self) -> State:
+        return State(step_count=self.steps)
+
+
+class LuckySnapshot(Struct, kw_only=True):
+    total: int
+    steps: int
+
+
+class SnapshotLuckyEnv(LuckyEnv):
+    """The same, but it can hand over its state: copies are exact by snapshot, where replay would fail."""
+
+    name = "snapshot-lucky"
+    snapshot_type = LuckySnapshot
+
+    async def snapshot(self) -> LuckySnapshot:
+        return LuckySnapshot(total=self.total, steps=self.steps)
+
+    async def restore(self, snapshot: LuckySnapshot) -> None:
+        self.total, self.steps = snapshot.total, snapshot.steps
+
+
+class SealedEnv(LuckyEnv):
+    """Declares that its episodes cannot be copied."""
+
+    name = "sealed"
+    state_capture = "none"

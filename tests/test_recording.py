@@ -11,8 +11,8 @@ import anyio
 import pytest
 
 from openenv_ws import ValidationError, connect
+from openenv_ws.fields import FieldFilter, compare
 from openenv_ws.record import FORMAT, RecordFile, RecordingError, Writer, read_episodes
-from openenv_ws.tools.replay import FieldFilter, compare
 
 from .conftest import ROOT, wait_for
 

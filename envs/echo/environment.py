@@ -59,3 +59,12 @@ class EchoEnvironment(Environment):
 
     async def state(self) -> EchoState:
         return self._state
+
+    # Its whole state is one small Struct: forks and checkpoints copy it directly (no replay).
+    snapshot_type = EchoState
+
+    async def snapshot(self) -> EchoState:
+        return self._state
+
+    async def restore(self, snapshot: EchoState) -> None:
+        self._state = snapshot

@@ -48,6 +48,8 @@ def mux_url(url: str) -> str:
 class Carried(Protocol):
     """What a multiplexed link needs of a session it carries: the transport side of :class:`EnvSession`."""
 
+    carrier: Any
+
     @property
     def finished(self) -> bool: ...
 
@@ -172,7 +174,13 @@ class MuxLink:
         If the socket dies before ``opened`` arrives, the same ``open`` (same open key) is sent
         again on the next socket: the server answers it with the same session, never a second one.
         """
-        frame = session.open_frame()
+        await self._take(session, session.open_frame(), timeout)
+
+    async def carry(self, child: Carried) -> None:
+        """Carry ``child``, a session that exists on the server already (a fork's child)."""
+        await self._take(child, child.begin_resume(), self.connect_timeout)
+
+    async def _take(self, session: Carried, frame: Open, timeout: float) -> None:
         with anyio.fail_after(timeout):
             while True:
                 try:
@@ -182,6 +190,7 @@ class MuxLink:
                     await self._up.wait()
         self.sessions[number] = session
         session.adopt(opened, _Channel(self, number))
+        session.carrier = self.carry
 
     # ------------------------------------------------------------ receiving
 

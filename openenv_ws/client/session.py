@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from functools import partial
 from os import PathLike
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -35,9 +36,13 @@ from ..errors import (
     from_frame,
 )
 from ..protocol import (
+    Checkpoint,
+    Checkpointed,
     Close,
     Closed,
     Error,
+    Fork,
+    Forked,
     Frame,
     GetState,
     Open,
@@ -72,6 +77,14 @@ class Link(Protocol):
     async def send(self, data: bytes | str) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+Carrier = Callable[["EnvSession"], Awaitable[None]]
+"""Starts carrying an existing session (a fork's child) on the transport of its parent."""
+
+
+async def _carry_on_own_socket(task_group: anyio.abc.TaskGroup, child: EnvSession) -> None:
+    await child._start_resumed(task_group)
 
 
 def sessions_url(url: str) -> str:
@@ -110,9 +123,25 @@ class EnvSession:
         headers: dict[str, str] | None = None,
         token: str | None = None,
         record: str | PathLike[str] | None = None,
+        checkpoint: str | None = None,
     ) -> None:
         if encoding not in ("msgpack", "json"):
             raise ValueError("encoding must be 'msgpack' or 'json'")
+        self._settings: dict[str, Any] = {
+            "options": options,
+            "encoding": encoding,
+            "observation_type": observation_type,
+            "state_type": state_type,
+            "request_timeout": request_timeout,
+            "connect_timeout": connect_timeout,
+            "reconnect_attempts": reconnect_attempts,
+            "backoff": backoff,
+            "max_backoff": max_backoff,
+            "max_in_flight": max_in_flight,
+            "headers": headers,
+            "token": token,
+        }
+        """What a child of this session (a fork) is made with."""
         self.url = sessions_url(url)
         self.env = env
         self.options = options or {}
@@ -124,6 +153,10 @@ class EnvSession:
         self.reconnect = Backoff(reconnect_attempts, backoff, max_backoff)
         self.headers = auth_headers(headers, token)  # token: serve --token (default $OPENENV_WS_TOKEN)
         self.record = record  # a file (every episode of the session) or a directory (one file each)
+        self.checkpoint_id = checkpoint  # open the episode this checkpoint holds instead of a fresh one
+        self.carrier: Carrier | None = None
+        """How a child of this session (a fork) is carried: set by the transport that carries this one."""
+        self.forks: list[EnvSession] = []
         self._recorder: EpisodeRecorder | None = None
         self.env_name: str | None = None
         self.backend: str | None = None
@@ -177,11 +210,39 @@ class EnvSession:
     async def ping(self, *, timeout: float | None = None) -> None:
         await self._request(Ping(), timeout)
 
+    async def fork(self, *, at_step: int | None = None, n: int | None = None, timeout: float | None = None) -> Any:
+        """Copy this episode into a new session in a sandbox of its own, as it was after step ``at_step``
+        (default: now); ``n=8`` makes eight and returns a list. Exactly-once like a step.
+
+        The children are ordinary sessions on the same transport; they close when this session
+        closes (or earlier, with their own ``close()``).
+        """
+        reply = await self._request(Fork(at_step=at_step, count=1 if n is None else n), timeout)
+        assert isinstance(reply, Forked)
+        assert self.carrier is not None, "the session is not open"
+        children = []
+        for forked in reply.sessions:
+            child = EnvSession(self.url, self.env, **self._settings)
+            child._core.opened(Opened(session_id=forked.session_id, resume_token=forked.resume_token, env=""))
+            await self.carrier(child)
+            children.append(child)
+            self.forks.append(child)
+        return children[0] if n is None else children
+
+    async def checkpoint(self, *, timeout: float | None = None) -> str:
+        """Save the episode as it is now (server ``--checkpoint-dir``); open it again later with
+        ``connect(url, checkpoint=id)``, on this server or another that reads the same directory."""
+        reply = await self._request(Checkpoint(), timeout)
+        assert isinstance(reply, Checkpointed)
+        return reply.checkpoint_id
+
     async def close(self, *, timeout: float = 10.0) -> None:
-        """End the episode on the server (its sandbox is stopped) and close the socket."""
+        """End the episode on the server (its sandbox is stopped) and close the socket; forks too."""
         if self._closed:
             return
         self._closing = True
+        for child in self.forks:
+            await child.close(timeout=timeout)
         try:
             if self._core.failure is None and self.session_id is not None:
                 await self._request(Close(), timeout)
@@ -337,6 +398,22 @@ class EnvSession:
                 raise RequestTimeoutError(f"no session opened within {self.connect_timeout}s") from None
             raise SessionLostError(f"cannot open a session at {self.url}: {exc.last}") from None
         self.adopt(opened, ws)
+        self.carrier = partial(_carry_on_own_socket, task_group)
+        task_group.start_soon(self._read_until_closed)
+
+    async def _start_resumed(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Take over a session that exists on the server (a fork's child) on a socket of its own."""
+
+        async def attempt() -> WebSocket:
+            ws, opened = await self._handshake(self.begin_resume())
+            self.adopt(opened, ws)
+            return ws
+
+        try:
+            await self.reconnect.retry(attempt, self.connect_timeout)
+        except GaveUp as exc:
+            raise SessionLostError(f"cannot take over session {self.session_id}: {exc.last}") from None
+        self.carrier = partial(_carry_on_own_socket, task_group)
         task_group.start_soon(self._read_until_closed)
 
     async def _read_until_closed(self) -> None:
@@ -399,7 +476,7 @@ class EnvSession:
 
     def open_frame(self) -> Open:
         """The frame that opens this (new) session."""
-        return Open(env=self.env, options=self.options, open_key=self._open_key)
+        return Open(env=self.env, options=self.options, open_key=self._open_key, checkpoint=self.checkpoint_id)
 
     def adopt(self, opened: Opened, link: Link) -> None:
         """Take the session ``opened`` describes, reached through ``link``."""

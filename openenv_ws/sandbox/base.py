@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import anyio
 import anyio.abc
 
-from ..protocol import Reply, Request
+from ..protocol import SandboxReply, SandboxRequest
 from ..registry import EnvSpec
 from .channel import MAX_FRAME
 from .episode import EventSink
@@ -35,7 +35,7 @@ class Sandbox(ABC):
     session_id: str = ""
 
     @abstractmethod
-    async def request(self, frame: Request, sink: EventSink) -> Reply:
+    async def request(self, frame: SandboxRequest, sink: EventSink) -> SandboxReply:
         """Apply one request. Raises :class:`~openenv_ws.errors.SandboxCrashedError` if it died."""
 
     @abstractmethod

@@ -24,12 +24,15 @@ from ..protocol import (
     ErrorCode,
     Event,
     GetState,
-    Reply,
-    Request,
     Reset,
+    RestoreSnapshot,
     Result,
+    SandboxReply,
+    SandboxRequest,
+    Snapshotted,
     StateReply,
     Step,
+    TakeSnapshot,
     pack,
     split_validation_error,
 )
@@ -61,7 +64,7 @@ class EpisodeRunner:
             return await anyio.to_thread.run_sync(fn, *args)
         return await fn(*args)
 
-    async def handle(self, frame: Request, sink: EventSink) -> Reply:
+    async def handle(self, frame: SandboxRequest, sink: EventSink) -> SandboxReply:
         """Apply one request; stream its events to ``sink``; return its final reply."""
         seq = frame.seq
         index = 0
@@ -82,7 +85,7 @@ class EpisodeRunner:
         finally:
             self.env._emitter = None
 
-    async def _apply(self, frame: Request) -> Reply:
+    async def _apply(self, frame: SandboxRequest) -> SandboxReply:
         match frame:
             case Step():
                 if self._phase == "new":
@@ -107,6 +110,13 @@ class EpisodeRunner:
             case Close():
                 await self.close()
                 return Closed(seq=frame.seq, reason="closed by client")
+            case TakeSnapshot():
+                value = await self._call(self.env.snapshot)  # bytes or any MessagePack-able value
+                return Snapshotted(seq=frame.seq, data=bytes(pack(value)), phase=self._phase)
+            case RestoreSnapshot():
+                await self._call(self.env.restore, msgspec.msgpack.decode(frame.data, type=self.env.snapshot_type))
+                self._phase = frame.phase
+                return Result(seq=frame.seq, observation=NIL)
         raise EpisodeStateError(f"unexpected request {type(frame).__name__}", code=ErrorCode.UNEXPECTED_FRAME)
 
     def _result(self, seq: int, result: StepResult) -> Result:

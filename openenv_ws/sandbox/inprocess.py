@@ -11,7 +11,7 @@ import asyncio
 from typing import Any
 
 from ..errors import SandboxCrashedError
-from ..protocol import Reply, Request
+from ..protocol import SandboxReply, SandboxRequest
 from ..registry import EnvSpec
 from .base import Backend, Sandbox, new_session_id
 from .episode import EpisodeRunner, EventSink
@@ -24,7 +24,7 @@ class InProcessSandbox(Sandbox):
         self._running: asyncio.Task[Any] | None = None
         self._stopped = False
 
-    async def request(self, frame: Request, sink: EventSink) -> Reply:
+    async def request(self, frame: SandboxRequest, sink: EventSink) -> SandboxReply:
         if self._stopped:
             raise SandboxCrashedError("the sandbox was stopped", fatal=True)
         # The task applying the request, so that close() can stop a request that never returns

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 
 from ..errors import OpenEnvWSError, SandboxCrashedError, SandboxStartError
-from ..protocol import Close, Error, Event, Open, Opened, Reply, Request, decode_server
+from ..protocol import Close, Error, Event, Open, Opened, SandboxReply, SandboxRequest, decode_from_sandbox
 from .base import Sandbox
 from .channel import FrameChannel, FrameTooLarge
 from .episode import EventSink
@@ -85,7 +85,7 @@ class RelaySandbox(Sandbox):
         try:
             with anyio.fail_after(timeout):
                 await self._channel.send(Open(env=target, options=options))
-                reply = decode_server(await self._channel.receive())
+                reply = decode_from_sandbox(await self._channel.receive())
         except TimeoutError:
             await self.close()
             raise SandboxStartError(f"sandbox did not start within {timeout}s", fatal=True) from None
@@ -103,12 +103,12 @@ class RelaySandbox(Sandbox):
             await self.close()
             raise SandboxStartError(f"sandbox answered {type(reply).__name__} to open", fatal=True)
 
-    async def request(self, frame: Request, sink: EventSink) -> Reply:
+    async def request(self, frame: SandboxRequest, sink: EventSink) -> SandboxReply:
         self._in_flight = True
         try:
             await self._channel.send(frame)
             while True:
-                reply = decode_server(await self._channel.receive())
+                reply = decode_from_sandbox(await self._channel.receive())
                 if isinstance(reply, Event):
                     await sink(reply)
                     continue

@@ -18,14 +18,14 @@ import anyio
 import anyio.abc
 
 from ..errors import OpenEnvWSError
-from ..protocol import Close, Error, ErrorCode, Open, Opened, ProtocolViolation, decode_client
+from ..protocol import Close, Error, ErrorCode, Open, Opened, ProtocolViolation, decode_to_sandbox
 from ..registry import load_target
 from .channel import FrameChannel
 from .episode import EpisodeRunner
 
 
 async def _open(channel: FrameChannel) -> EpisodeRunner | None:
-    frame = decode_client(await channel.receive())
+    frame = decode_to_sandbox(await channel.receive())
     if not isinstance(frame, Open) or not frame.env:
         await channel.send(Error(code=ErrorCode.UNEXPECTED_FRAME, message="expected open", fatal=True))
         return None
@@ -48,7 +48,7 @@ async def serve(stream: anyio.abc.ByteStream) -> None:
     try:
         runner = await _open(channel)
         while runner is not None:
-            frame = decode_client(await channel.receive())
+            frame = decode_to_sandbox(await channel.receive())
             reply = await runner.handle(frame, channel.send)
             await channel.send(reply)
             if isinstance(frame, Close):

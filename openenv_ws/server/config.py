@@ -38,6 +38,17 @@ class ServerConfig:
     max_mux_buffer_bytes: int = 32 << 20
     """Bytes queued for a multiplexed connection that does not read; past it the connection is
     closed (1013) and its sessions wait, detached, for their client to resume them."""
+    max_history_bytes: int = 4 << 20
+    """Bytes of an episode's reset and steps a session keeps so the episode can be copied by replay
+    (fork, checkpoint); a longer episode can be copied only by snapshot until its next reset."""
+    max_forks: int = 64
+    """Children one fork request may ask for."""
+    checkpoint_dir: str | None = None
+    """Where checkpoints are kept (None: checkpoints are off). Servers that share it share checkpoints."""
+    max_checkpoint_bytes: int = 64 << 20
+    """Largest checkpoint file; a larger one is refused (``not_copyable``)."""
+    checkpoint_ttl: float = 7 * 24 * 3600.0
+    """Seconds a checkpoint is kept; older ones are refused and removed."""
     max_sessions_per_connection: int = 8192
     """Sessions (channels) one multiplexed connection may hold; more get a capacity error."""
     max_starting: int = 16

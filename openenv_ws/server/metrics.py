@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..protocol import Close, Error, ErrorCode, GetState, Request, Reset, Result, Step
+from ..protocol import Checkpoint, Close, Error, ErrorCode, Fork, GetState, Request, Reset, Result, Step
 from ..record import WRITER
 from ..version import __version__
 
@@ -26,7 +26,14 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 START_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
-_KIND: dict[type, str] = {Reset: "reset", Step: "step", GetState: "state", Close: "close"}
+_KIND: dict[type, str] = {
+    Reset: "reset",
+    Step: "step",
+    GetState: "state",
+    Close: "close",
+    Fork: "fork",
+    Checkpoint: "checkpoint",
+}
 
 
 class Histogram:

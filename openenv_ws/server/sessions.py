@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from ..core.history import EpisodeHistory
 from ..core.server import Apply, Limits, Refuse, SessionState
 from ..errors import (
     CapacityError,
@@ -31,22 +32,27 @@ from ..errors import (
 )
 from ..protocol import (
     PROTOCOL_VERSION,
+    Checkpoint,
     Closed,
     Error,
     ErrorCode,
     Event,
+    Fork,
     Open,
     Opened,
     Raw,
     Reply,
     Request,
+    Reset,
     ServerFrame,
+    Step,
     encode,
     pack,
 )
 from ..registry import EnvSpec
 from ..sandbox import Backend, Sandbox
 from .config import DEFAULT_STEP_TIMEOUT, ServerConfig
+from .copies import CopyLimits, EpisodeCopier, Restore
 from .metrics import Metrics, NullMetrics, ServerSnapshot
 from .sink import FrameSink
 from .tap import SessionTap, recording_tap
@@ -68,6 +74,9 @@ class SessionContext:
     """The server's deadline for every request (``serve --step-timeout``); None: each env's own."""
     max_events: int
     """Events one request may stream."""
+    max_history_bytes: int
+    """Bytes of an episode's history kept for copies by replay."""
+    copier: EpisodeCopier
     max_event_bytes: int
     """Bytes of events one request may stream."""
     metrics: Metrics
@@ -116,17 +125,25 @@ class Session:
         session_id: str,
         spec: EnvSpec,
         sandbox: Sandbox,
-        sink: FrameSink,
+        sink: FrameSink | None,
         schemas: tuple[Raw, Raw],
+        options: dict[str, Any] | None = None,
+        history: EpisodeHistory | None = None,
     ) -> None:
         self.context = context
         self.id = session_id
         self.token = secrets.token_urlsafe(24)
         self.spec = spec
         self.sandbox = sandbox
+        self.options = options or {}
+        """The environment's options the session was opened with (its copies get the same)."""
+        self.history = history or EpisodeHistory(context.max_history_bytes)
+        """The episode's reset and steps: what a copy by replay applies again."""
         self.sink: FrameSink | None = sink
-        self.peer = sink.peer
+        self.peer = sink.peer if sink is not None else ""
         self.state = SessionState(context.limits, time.monotonic())
+        if sink is None:  # a copy (fork, checkpoint) waits for its client to resume it
+            self.state.detach(time.monotonic())
         self.tap: SessionTap | None = None  # recording and live watchers; None while nothing listens
         self.deadline = context.step_timeout or spec.cls.step_timeout or DEFAULT_STEP_TIMEOUT
         """Seconds a request may run; the reaper stops the sandbox past it."""
@@ -249,7 +266,10 @@ class Session:
 
         reply: Reply
         try:
-            reply = await self.sandbox.request(frame, stream)
+            if type(frame) is Fork or type(frame) is Checkpoint:
+                reply = await self._copy(frame)
+            else:
+                reply = await self.sandbox.request(frame, stream)  # type: ignore[assignment]
         except _OutputLimit as exc:
             await self.sandbox.close()  # mid-request: the relay cannot be trusted any more
             reply = Error(seq=seq, code=ErrorCode.OUTPUT_LIMIT, message=str(exc), fatal=True)
@@ -264,10 +284,25 @@ class Session:
             reply = Error(seq=seq, code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}", fatal=True)
         context.metrics.applied(frame, reply, time.perf_counter() - started)
         data = encode(reply)
+        if type(frame) is Step:
+            self.history.record(frame, reply, len(frame.action) + len(data))
+        elif type(frame) is Reset:
+            self.history.record(frame, reply, len(data))
         ending = self.state.finish(frame, (reply, data), time.monotonic())
         await self._send(reply, data)
         if ending is not None:
             await self.close(ending, notify=False)
+
+    async def _copy(self, frame: Fork | Checkpoint) -> Reply:
+        """A fork or a checkpoint of this episode; its failure is an answer, never the end of this session."""
+        copier = self.context.copier
+        try:
+            if isinstance(frame, Fork):
+                return await copier.fork(self, frame)
+            return await copier.checkpoint(self, frame)
+        except OpenEnvWSError as exc:
+            exc.fatal = False
+            return exc.to_frame(frame.seq)
 
     # ------------------------------------------------------------ ending
 
@@ -361,6 +396,16 @@ class SessionManager:
             ),
             step_timeout=config.step_timeout,
             max_events=config.max_events_per_request,
+            max_history_bytes=config.max_history_bytes,
+            copier=EpisodeCopier(
+                CopyLimits(
+                    max_forks=config.max_forks,
+                    checkpoint_dir=config.checkpoint_dir,
+                    max_checkpoint_bytes=config.max_checkpoint_bytes,
+                    checkpoint_ttl=config.checkpoint_ttl,
+                ),
+                self._new_copy,
+            ),
             max_event_bytes=config.max_event_bytes_per_request,
             metrics=self.metrics,
             tasks=self.tasks,
@@ -494,7 +539,26 @@ class SessionManager:
         return session
 
     async def _open_new(self, frame: Open, sink: FrameSink) -> Session:
-        spec = self.spec(frame.env)
+        if frame.checkpoint:
+            env, options, plan = await self.context.copier.load(frame.checkpoint)
+            return await self._new_session(self.spec(env), options, sink, plan.restore, plan.history)
+        return await self._new_session(self.spec(frame.env), frame.options, sink)
+
+    async def _new_copy(
+        self, spec: EnvSpec, options: dict[str, Any], restore: Restore, history: EpisodeHistory
+    ) -> Session:
+        """A copy of an episode (a fork's child): held detached until its client resumes it."""
+        return await self._new_session(spec, options, None, restore, history)
+
+    async def _new_session(
+        self,
+        spec: EnvSpec,
+        options: dict[str, Any],
+        sink: FrameSink | None,
+        restore: Restore | None = None,
+        history: EpisodeHistory | None = None,
+    ) -> Session:
+        """Start a sandbox for ``spec`` (made to hold a copied episode by ``restore``) and hold it as a session."""
         if len(self.sessions) + self.opening >= self.config.max_sessions:
             self.metrics.capacity_rejected()
             raise CapacityError(
@@ -504,13 +568,21 @@ class SessionManager:
             )
         self.opening += 1
         try:
-            sandbox = await self._start_sandbox(spec, frame.options)
+            sandbox = await self._start_sandbox(spec, options)
+            if restore is not None:
+                try:
+                    await restore(sandbox)
+                except BaseException:
+                    with anyio.CancelScope(shield=True):
+                        await sandbox.close()
+                    raise
         finally:
             self.opening -= 1
-        session = Session(self.context, sandbox.session_id, spec, sandbox, sink, self._schemas[spec.name])
+        schemas = self._schemas[spec.name]
+        session = Session(self.context, sandbox.session_id, spec, sandbox, sink, schemas, options, history)
         self.sessions[session.id] = session
         if self.config.record_dir:
-            header = self._recording_header(session, frame.options)
+            header = self._recording_header(session, options)
             session.tap = recording_tap(header, session.created, self.config.record_dir)
         self.metrics.session_opened()
         if sandbox.isolated:

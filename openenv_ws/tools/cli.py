@@ -57,6 +57,10 @@ _BOUNDS = {
         ("max_sandbox_frame_bytes", int, "largest frame a sandbox may send"),
         ("max_mux_buffer_bytes", int, "bytes queued for a multiplexed connection that does not read"),
         ("max_sessions_per_connection", int, "sessions one multiplexed connection may hold"),
+        ("max_history_bytes", int, "bytes of an episode kept so it can be forked or checkpointed by replay"),
+        ("max_forks", int, "children one fork may ask for"),
+        ("max_checkpoint_bytes", int, "largest checkpoint file"),
+        ("checkpoint_ttl", float, "seconds a checkpoint is kept"),
         ("ws_ping_interval", float, "seconds between keepalive pings (0: none)"),
         ("ws_ping_timeout", float, "seconds a pong may take"),
     ]
@@ -70,15 +74,24 @@ def _serve_settings(args: argparse.Namespace) -> dict[str, Any]:
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
     configure(args.log_level, args.log_format, [token] if token else [])
-    if args.record:
-        path = Path(args.record)
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SystemExit(f"openenv-ws serve: --record {path}: {exc.strerror}") from None
-        if not os.access(path, os.W_OK):
-            raise SystemExit(f"openenv-ws serve: --record {path}: not writable")
-    return {"record_dir": str(args.record) if args.record else None, "token": token, "metrics": args.metrics}
+    for option, value in (("--record", args.record), ("--checkpoint-dir", args.checkpoint_dir)):
+        if value:
+            _writable_dir(option, Path(value))
+    return {
+        "record_dir": str(args.record) if args.record else None,
+        "checkpoint_dir": str(args.checkpoint_dir) if args.checkpoint_dir else None,
+        "token": token,
+        "metrics": args.metrics,
+    }
+
+
+def _writable_dir(option: str, path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SystemExit(f"openenv-ws serve: {option} {path}: {exc.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise SystemExit(f"openenv-ws serve: {option} {path}: not writable")
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -291,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     tooling = serve.add_argument_group("operator tooling")
     tooling.add_argument(
         "--record", metavar="DIR", help="record every episode into DIR, one JSON-lines file each (docs/recording.md)"
+    )
+    tooling.add_argument(
+        "--checkpoint-dir", metavar="DIR", help="keep episode checkpoints here (off without it; docs/recording.md)"
     )
     tooling.add_argument(
         "--token",

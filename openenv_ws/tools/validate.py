@@ -27,9 +27,9 @@ import anyio
 
 from ..client.session import EnvSession, connect
 from ..errors import EpisodeStateError, OpenEnvWSError, ValidationError
+from ..fields import FieldFilter, compare, plain
 from ..registry import resolve
 from .inspector import get_json
-from .replay import FieldFilter, compare, plain
 
 BAD_ACTION = "openenv-ws validate: not an action"
 """A string: no action model (a Struct, an object) accepts it."""
