@@ -8,7 +8,7 @@ import httpx
 
 from openenv_ws import connect, multiplex, run_episodes
 
-from .proxy import CuttableProxy
+from ..proxy import CuttableProxy
 
 
 def _metric(http: str, name: str) -> float:
