@@ -23,7 +23,9 @@ class ServerConfig:
     ``timeout`` error (the session ends). None: the environment's own ``step_timeout``, else
     ``DEFAULT_STEP_TIMEOUT``."""
     max_queue: int = 8
-    """Requests of one session waiting behind the one being applied."""
+    """Requests of one session waiting behind the one being applied. On a plain session socket it also
+    bounds the messages read while a request runs (``max_queue + 1``); past it the server stops reading
+    that socket until the request ends, so a client sending meanwhile is held back by TCP."""
     reply_cache: int = 8
     """Answered requests per session kept for repeats after a resume."""
     reply_cache_bytes: int = 16 << 20

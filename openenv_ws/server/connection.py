@@ -56,9 +56,10 @@ class BadFrame(OpenEnvWSError):
 
 
 class Connection:
-    def __init__(self, websocket: WebSocket, max_frame_bytes: int) -> None:
+    def __init__(self, websocket: WebSocket, max_frame_bytes: int, max_held: int) -> None:
         self.websocket = websocket
         self.max_frame_bytes = max_frame_bytes
+        self.max_held = max_held
         self.json = False  # answer in the encoding the client last used
         self.open = True
         client = websocket.client
@@ -67,7 +68,9 @@ class Connection:
         self._send_lock = anyio.Lock(fast_acquire=True)
         # Requests are applied in the reader's own task (no task per request), so while one runs
         # nobody reads. A request that runs long gets a reader aside (slow_request), which keeps
-        # what arrives for the main loop and notices a client that left.
+        # what arrives for the main loop and notices a client that left. It keeps at most
+        # ``max_held`` messages (what the session could queue): past that it stops reading, and
+        # what the client sends next waits in the socket, held back by TCP, not in our memory.
         self._aside: asyncio.Task[None] | None = None
         self._early: deque[Message] = deque()
 
@@ -76,7 +79,7 @@ class Connection:
             self._aside = asyncio.get_running_loop().create_task(self._read_aside())
 
     async def _read_aside(self) -> None:
-        while True:
+        while len(self._early) < self.max_held:
             message = await self.websocket.receive()
             self._early.append(message)
             if message["type"] == "websocket.disconnect":
@@ -150,7 +153,7 @@ class Connection:
 
 async def session_socket(websocket: WebSocket) -> None:
     manager: SessionManager = websocket.app.state.manager
-    conn = Connection(websocket, manager.config.max_frame_bytes)
+    conn = Connection(websocket, manager.config.max_frame_bytes, max_held=manager.config.max_queue + 1)
     await websocket.accept()
     manager.metrics.connection_accepted("session")
     session: Session | None = None

@@ -1,11 +1,12 @@
 """Bounded buffers: a sandbox that floods events or sends a frame over the limit, clients that stop
-reading (plain and multiplexed), sessions per multiplexed connection. Each heavy case holds the
-server's RSS under a stated bound while a neighbour session keeps stepping. Real servers on loopback
-ports."""
+reading (plain and multiplexed), a client that floods its socket while its step runs, sessions per
+multiplexed connection. Each heavy case holds the server's RSS under a stated bound while a neighbour
+session keeps stepping. Real servers on loopback ports."""
 
 from __future__ import annotations
 
 import anyio
+import msgspec
 import pytest
 from websockets.asyncio.client import connect as raw_connect
 
@@ -17,6 +18,7 @@ from openenv_ws.protocol import (
     Event,
     Open,
     Opened,
+    Pong,
     Reset,
     Result,
     Step,
@@ -93,6 +95,44 @@ async def test_a_client_that_stops_reading_holds_back_its_sandbox_not_the_server
         assert isinstance(frame, Result) and frame.seq == 2
         assert events == count  # held back, not dropped
     assert rss.growth_mib < 100  # what reading it all took, the reply cache's 16 MiB of events among it
+    assert tracebacks(srv) == ""
+
+
+async def test_a_client_that_floods_its_socket_while_its_step_runs_is_held_back(start_server):
+    srv = start_server("tests.helper_envs:FlakyEnv", "--sandbox", "inprocess")
+    frames, size = 400, 500_000  # 200 MB of pings (padded) sent while a step sleeps
+    padded = msgspec.msgpack.encode({"t": "ping", "seq": 7, "pad": "x" * size})  # unknown fields are ignored
+    async with (
+        neighbour(srv.url) as other,
+        peak_rss(srv.proc.pid) as rss,
+        raw_connect(srv.url + "/v1/sessions", max_size=None) as ws,
+    ):
+        await ws.send(encode(Open()))
+        await ws.recv()
+        await ws.send(encode(Reset(seq=1)))
+        await ws.recv()
+        await ws.send(encode(Step(seq=2, action=pack({"op": "sleep", "seconds": 3}))))
+        sent = 0
+
+        async def flood() -> None:
+            nonlocal sent
+            for _ in range(frames):
+                await ws.send(padded)
+                sent += 1
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(flood)
+            await anyio.sleep(2.5)  # the step runs on; the server reads aside what it may hold
+            assert sent < frames / 4, f"{sent} frames of {size} bytes taken while a step ran"
+            assert rss.growth_mib < 50
+            await other.steps_on()
+            reply = decode_server(await ws.recv())  # the step ends; what waited is read in turn
+            assert isinstance(reply, Result) and reply.seq == 2
+            with anyio.fail_after(60):
+                for _ in range(frames):
+                    assert decode_server(await ws.recv()) == Pong(seq=7)
+        await ws.send(encode(Step(seq=3, action=pack({"op": "ok"}))))
+        assert isinstance(decode_server(await ws.recv()), Result)
     assert tracebacks(srv) == ""
 
 
