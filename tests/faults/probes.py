@@ -129,9 +129,14 @@ async def left_after(pids: Iterable[int], timeout: float) -> list[str]:
 # ---------------------------------------------------------------- the server's log
 
 
-def tracebacks(server: ServerProcess) -> str:
-    """What of the server's output belongs to a traceback ('' when there is none)."""
-    output = server.output()
+def log_mark(server: ServerProcess) -> int:
+    """Where the server's output ends now: ``tracebacks(server, since=mark)`` looks only past it."""
+    return len(server.output())
+
+
+def tracebacks(server: ServerProcess, since: int = 0) -> str:
+    """What of the server's output (past ``since``) belongs to a traceback ('' when there is none)."""
+    output = server.output()[since:]
     start = output.find("Traceback")
     return "" if start < 0 else output[max(0, start - 300) : start + 3000]
 
