@@ -1,8 +1,8 @@
-"""Capacity, idle reaping, sandbox crashes, step timeouts and graceful shutdown."""
+"""Capacity, idle reaping, sandbox crashes, step timeouts and graceful shutdown. (``kill -9`` of a sandbox, a
+container or the server: ``tests/faults/test_kills.py``.)"""
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 
@@ -11,24 +11,7 @@ import pytest
 
 from openenv_ws import CapacityError, RequestTimeoutError, SandboxCrashedError, SessionLostError, connect
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie still answers kill(0): read its state
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-async def _wait_gone(pid: int, timeout: float = 10.0) -> None:
-    with anyio.fail_after(timeout):
-        while _alive(pid):
-            await anyio.sleep(0.05)
+from .faults.probes import alive, left_after
 
 
 async def test_capacity_error_carries_retry_after_and_clears_when_a_session_ends(start_server):
@@ -56,39 +39,13 @@ async def test_idle_sessions_are_reaped_and_the_client_is_told(start_server):
     assert srv.health()["sessions"] == 0
 
 
-async def test_sigkill_of_one_sandbox_fails_only_its_session(subprocess_server):
-    srv = subprocess_server
-    async with (
-        connect(srv.url, env="flaky") as victim,
-        connect(srv.url, env="flaky") as other1,
-        connect(srv.url, env="flaky") as other2,
-    ):
-        pid = (await victim.reset()).observation["pid"]
-        await other1.reset()
-        await other2.reset()
-        assert pid != os.getpid() and _alive(pid)
-        os.kill(pid, signal.SIGKILL)
-        started = time.monotonic()
-        with anyio.fail_after(5):  # told promptly, before it even asks
-            while victim.failed is None:
-                await anyio.sleep(0.02)
-        assert time.monotonic() - started < 2
-        with pytest.raises(SandboxCrashedError) as info:
-            await victim.step({"op": "ok"})
-        assert "SIGKILL" in str(info.value)
-        for other in (other1, other2):
-            for _ in range(3):
-                assert (await other.step({"op": "ok"})).reward == 1.0
-    assert srv.health()["status"] == "ok"
-
-
 async def test_a_sandbox_dying_mid_step_gives_a_typed_error(subprocess_server):
     async with connect(subprocess_server.url, env="flaky") as env:
         pid = (await env.reset()).observation["pid"]
         with pytest.raises(SandboxCrashedError) as info:
             await env.step({"op": "crash"})
         assert "SIGKILL" in info.value.message
-        await _wait_gone(pid)
+        assert await left_after([pid], timeout=10) == []
     async with connect(subprocess_server.url, env="flaky") as fresh:
         assert (await fresh.reset()).observation["pid"] != pid
 
@@ -96,8 +53,8 @@ async def test_a_sandbox_dying_mid_step_gives_a_typed_error(subprocess_server):
 async def test_closing_a_session_stops_its_sandbox_process(subprocess_server):
     async with connect(subprocess_server.url, env="flaky") as env:
         pid = (await env.reset()).observation["pid"]
-        assert _alive(pid)
-    await _wait_gone(pid)
+        assert alive(pid)
+    assert await left_after([pid], timeout=10) == []
 
 
 async def test_a_step_past_its_timeout_stops_the_sandbox_and_ends_the_session(start_server):
@@ -109,7 +66,7 @@ async def test_a_step_past_its_timeout_stops_the_sandbox_and_ends_the_session(st
             await env.step({"op": "sleep", "seconds": 30})
         assert time.monotonic() - started < 5
         assert info.value.code == "timeout" and info.value.fatal
-        await _wait_gone(pid)
+        assert await left_after([pid], timeout=10) == []
         with pytest.raises(RequestTimeoutError):
             await env.step({"op": "ok"})  # the session ended with that error
 
@@ -145,8 +102,7 @@ async def test_graceful_shutdown_finishes_in_flight_steps_then_closes_sessions(s
         with pytest.raises(SessionLostError):
             await idle.step({"op": "ok"})
     assert await anyio.to_thread.run_sync(srv.proc.wait, 15) == 0
-    await _wait_gone(busy_pid)
-    await _wait_gone(idle_pid)
+    assert await left_after([busy_pid, idle_pid], timeout=10) == []
 
 
 async def test_close_returns_promptly_when_the_connection_drops_meanwhile(start_server):
