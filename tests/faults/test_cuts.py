@@ -1,5 +1,7 @@
-"""Opening is exactly-once: an open whose connection drops is sent again with the same key and lands on
-the same session and sandbox. Real servers on loopback, cut by a proxy the test controls."""
+"""Connections cut during open and during steps. Opening is exactly-once: an open whose connection drops
+is sent again with the same key and lands on the same session and sandbox; steps cut mid-flight are
+applied exactly once. Real servers on loopback, cut by a proxy the test controls. (More cuts during
+steps: ``tests/test_resume.py``, ``tests/test_mux.py``.)"""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import httpx
 from openenv_ws import connect, multiplex, run_episodes
 
 from ..proxy import CuttableProxy
+from .probes import neighbour, peak_rss
 
 
 def _metric(http: str, name: str) -> float:
@@ -57,7 +60,11 @@ async def test_an_open_cut_on_a_multiplexed_connection_lands_on_one_session(star
 async def test_fifty_episodes_with_connections_cut_every_second_all_complete_exactly(start_server):
     srv = start_server("echo", "--sandbox", "subprocess", "--max-starting", "8")
     proxy = CuttableProxy(srv.port)
-    async with anyio.create_task_group() as tg:
+    async with (
+        peak_rss(srv.proc.pid) as rss,
+        neighbour(srv.url, env="echo", interval=0.1) as other,  # connected directly: never cut
+        anyio.create_task_group() as tg,
+    ):
         port = await tg.start(proxy.run)
 
         async def keep_cutting() -> None:
@@ -77,9 +84,11 @@ async def test_fifty_episodes_with_connections_cut_every_second_all_complete_exa
                 retries=0,  # no second chance: every episode must survive the cuts on its own
                 progress=False,
             )
+        await other.steps_on()
         tg.cancel_scope.cancel()
     assert proxy.cuts >= 5
+    assert rss.growth_mib < 60  # 50 sessions, their workers in processes of their own
     assert [r.error for r in records if r.error] == []
     assert all(r.length == 20 and r.attempts == 1 for r in records)
-    assert _metric(srv.http, "openenv_ws_sandbox_starts_total") == 50  # no second sandbox for any open
-    assert _metric(srv.http, "openenv_ws_steps_total") == 50 * 20  # exactly once, cuts or not
+    assert _metric(srv.http, "openenv_ws_sandbox_starts_total") == 50 + 1  # the neighbour's, and no second for any open
+    assert _metric(srv.http, "openenv_ws_steps_total") == 50 * 20 + other.steps  # exactly once, cuts or not
