@@ -66,10 +66,6 @@ async def test_kill_9_of_a_worker_fails_only_its_session(start_server):
 
 async def test_kill_9_of_a_container_fails_only_its_session(docker_serve, engine):
     srv = docker_serve("echo", "tests.helper_envs:FlakyEnv")
-
-    def containers(**labels: str) -> list:
-        return engine.managed(**labels)
-
     async with (
         peak_rss(srv.process.proc.pid) as rss,
         neighbour(srv.url, env="echo") as other,
@@ -78,8 +74,8 @@ async def test_kill_9_of_a_container_fails_only_its_session(docker_serve, engine
     ):
         await idle.reset()
         await busy.reset()
-        [idle_box] = await anyio.to_thread.run_sync(lambda: containers(session=idle.session_id))
-        [busy_box] = await anyio.to_thread.run_sync(lambda: containers(session=busy.session_id))
+        [idle_box] = await anyio.to_thread.run_sync(lambda: engine.managed(session=idle.session_id))
+        [busy_box] = await anyio.to_thread.run_sync(lambda: engine.managed(session=busy.session_id))
         async with anyio.create_task_group() as tg:
             await tg.start(_crashes_mid_step, busy, {"op": "sleep", "seconds": 3600})
             await anyio.sleep(0.3)
@@ -90,13 +86,13 @@ async def test_kill_9_of_a_container_fails_only_its_session(docker_serve, engine
             await idle.step({"op": "ok"})
         with anyio.fail_after(10):
             while await anyio.to_thread.run_sync(
-                lambda: containers(session=idle.session_id) + containers(session=busy.session_id)
+                lambda: engine.managed(session=idle.session_id) + engine.managed(session=busy.session_id)
             ):
                 await anyio.sleep(0.1)
         await other.steps_on()
     assert rss.growth_mib < 30
     srv.process.stop()
-    assert await anyio.to_thread.run_sync(lambda: containers(server=srv.instance)) == []  # warm ones included
+    assert await anyio.to_thread.run_sync(lambda: engine.managed(server=srv.instance)) == []  # warm ones included
 
 
 SUBPROCESS_TREE_NOT_CONTAINED = (
