@@ -158,6 +158,7 @@ class HttpSessions:
     @answers_errors
     async def close(self, request: HTTPRequest) -> Response:
         """End the episode and stop its sandbox now (not in OpenEnv; otherwise it is reaped when idle)."""
+        await self._body(request)  # none is needed; one that is there must still be a JSON object
         session = self._require(request)
         response = await self._run(request, session, Close())
         self.locks.pop(session.id, None)

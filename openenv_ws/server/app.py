@@ -18,8 +18,10 @@ from ..record import WRITER
 from ..registry import EnvSpec, resolve
 from ..sandbox import Backend, create_backend
 from .auth import TokenAuth
+from .body_limit import BodyLimit
 from .config import ServerConfig
 from .connection import session_socket
+from .http_errors import EXCEPTION_HANDLERS
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .mux import mux_socket
 from .sessions import SessionManager
@@ -72,12 +74,19 @@ def create_app(
             Route("/metrics", metrics),
             *(route for extension in extensions for route in extension(manager)),
         ],
-        middleware=[Middleware(TokenAuth, token=config.token, metrics=manager.metrics)] if config.token else [],
+        middleware=_middleware(config, manager),
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     app.state.manager = manager
     app.state.config = config
     return app
+
+
+def _middleware(config: ServerConfig, manager: SessionManager) -> list[Middleware]:
+    """The token check first (nothing of a stranger's body is read), then the body limit."""
+    checks = [Middleware(TokenAuth, token=config.token, metrics=manager.metrics)] if config.token else []
+    return [*checks, Middleware(BodyLimit, max_bytes=config.max_body_bytes)]
 
 
 def _manager(scope_app: Any) -> SessionManager:

@@ -77,3 +77,6 @@ class ServerConfig:
     """Count requests, latencies and starts for ``GET /metrics`` (plain integers on the step path)."""
     watch_buffer: int = 1024
     """Frames queued for one session watcher; a slower watcher loses frames (counted), never the session."""
+    # ---- access and client limits (issue #12: scopes, HTTP bodies, per-client caps, recording disk)
+    max_body_bytes: int = 1 << 20
+    """Largest HTTP request body on any route; a larger one gets 413 before more of it is read."""

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,17 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+_SIZE = re.compile(r"(\d+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+
+
+def _size(text: str) -> int:
+    """Bytes: ``1048576``, or with a binary unit, ``512K``, ``1M``, ``10G`` (also ``10GiB``)."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a size such as 1048576, 512K, 1M or 10G, got {text!r}")
+    return int(match[1]) << (10 * " kmgt".index(match[2].lower() or " "))
+
+
 _BOUNDS = {
     name: (name, kind, what)
     for name, kind, what in [
@@ -63,6 +75,7 @@ _BOUNDS = {
         ("checkpoint_ttl", float, "seconds a checkpoint is kept"),
         ("ws_ping_interval", float, "seconds between keepalive pings (0: none)"),
         ("ws_ping_timeout", float, "seconds a pong may take"),
+        ("max_body_bytes", _size, "largest HTTP request body on any route, e.g. 1M; larger ones get 413"),
     ]
 }
 """ServerConfig fields that ``serve`` takes as ``--kebab-case`` options with the config's defaults."""
