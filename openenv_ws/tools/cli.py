@@ -77,7 +77,7 @@ _BOUNDS = {
         ("ws_ping_interval", float, "seconds between keepalive pings (0: none)"),
         ("ws_ping_timeout", float, "seconds a pong may take"),
         ("max_body_bytes", _size, "largest HTTP request body on any route, e.g. 1M; larger ones get 413"),
-        ("max_sessions_per_client", int, "sessions one client (token name, or IP without tokens) holds"),
+        ("max_sessions_per_client", int, "sessions one client (a token's name, or an IP) holds; None: no cap"),
         ("max_watchers", int, "live watchers of one session"),
         ("record_max_bytes", _size, "disk the recordings of --record may use, e.g. 10G (0: no bound)"),
     ]
