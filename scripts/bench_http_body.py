@@ -46,12 +46,14 @@ def push(port: int, route: str, size: int, chunked: bool, deadline: float) -> tu
     sock.setblocking(False)
     chunk = b" " * 65536
     piece = b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk
-    sent, answer, start = 0, b"", time.perf_counter()
+    sent, answer, start, pending = 0, b"", time.perf_counter(), b""
     try:
         while time.perf_counter() - start < deadline:
-            if sent < size:
+            if sent < size or pending:
+                pending = pending or piece  # what a partial send left goes first: the chunks stay well-formed
                 try:
-                    sent += sock.send(piece)
+                    written = sock.send(pending)
+                    sent, pending = sent + written, pending[written:]
                 except BlockingIOError:
                     time.sleep(0.0005)
                 except OSError:

@@ -40,10 +40,12 @@ def push_body(port: int, path: str, header: str, chunked: bool, deadline: float 
         sock.setblocking(False)
         chunk = b"[" * 65536
         piece = b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk
-        answer, sent, ends = b"", 0, time.monotonic() + deadline
+        answer, sent, ends, pending = b"", 0, time.monotonic() + deadline, b""
         while sent < PUSH_AT_MOST and time.monotonic() < ends:
+            pending = pending or piece  # what a partial send left goes first: the chunks stay well-formed
             try:
-                sent += sock.send(piece)
+                written = sock.send(pending)
+                sent, pending = sent + written, pending[written:]
             except BlockingIOError:
                 time.sleep(0.001)
             except OSError:  # reset or broken pipe: the server has closed

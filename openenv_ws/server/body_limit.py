@@ -2,10 +2,12 @@
 
 A request that declares a longer body (``Content-Length``) gets 413 at once, with nothing
 of it read; a chunked one is read until it passes the limit, then gets 413. Either way the
-answer says ``Connection: close``, so the server stops reading from that client there and
-then (a client that keeps sending is cut off, never buffered). A body within the limit is
-read here, whole, and handed to the route as it came: routes never see more than the limit,
-whichever route it is (ours, OpenEnv's, ``/mcp``, an unknown path).
+answer says ``Connection: close``: the connection closes once the client has had a moment to
+read it (:data:`LINGER_SECONDS`, at most :data:`LINGER_BYTES` more read and dropped; closing
+at once, with the client's data unread, would make TCP reset the connection and lose the
+answer with it). Nothing past the limit is ever kept. A body within the limit is read here,
+whole, and handed to the route as it came: routes never see more than the limit, whichever
+route it is (ours, OpenEnv's, ``/mcp``, an unknown path).
 
 A pure ASGI middleware. WebSocket scopes pass through: their frames are bounded by
 ``max_frame_bytes``.
@@ -15,10 +17,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
+
 from ..protocol import ErrorCode
-from .http_errors import send_error
+from .http_errors import error_body, error_headers
 
 CLOSE = [(b"connection", b"close")]
+LINGER_SECONDS = 1.0
+"""After a 413, how long the server goes on reading, and dropping, what the client still sends."""
+LINGER_BYTES = 16 << 20
+"""After a 413, how much the server reads and drops at most before it closes the connection."""
 
 
 def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
@@ -42,7 +50,7 @@ class BodyLimit:
             return
         declared = declared_length(scope["headers"])
         if declared is not None and declared > self.max_bytes:
-            await self._refuse(send, f"a request body of {declared} bytes")
+            await self._refuse(receive, send, f"a request body of {declared} bytes")
             return
         chunks: list[bytes] = []
         size = 0
@@ -53,7 +61,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._refuse(send, f"a request body of at least {size} bytes")
+                await self._refuse(receive, send, f"a request body of at least {size} bytes")
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -70,6 +78,21 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Any, what: str) -> None:
+    async def _refuse(self, receive: Any, send: Any, what: str) -> None:
         detail = f"{what} exceeds the limit of {self.max_bytes} bytes (max_body_bytes)"
-        await send_error(send, 413, detail, ErrorCode.FRAME_TOO_LARGE, CLOSE)
+        body = error_body(detail, ErrorCode.FRAME_TOO_LARGE)
+        await send({"type": "http.response.start", "status": 413, "headers": error_headers(body, CLOSE)})
+        await send({"type": "http.response.body", "body": body, "more_body": True})  # out now: the close waits
+        await _linger(receive)
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def _linger(receive: Any) -> None:
+    """Read and drop what the client still sends, for a moment (bounded in time and bytes)."""
+    dropped = 0
+    with anyio.move_on_after(LINGER_SECONDS):
+        while dropped < LINGER_BYTES:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return  # the client has stopped sending, or has gone
+            dropped += len(message.get("body", b""))

@@ -9,7 +9,6 @@ never Starlette's plain-text ``Not Found`` or ``Internal Server Error``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import msgspec
 from starlette.exceptions import HTTPException
@@ -28,13 +27,6 @@ def error_body(detail: str, code: str) -> bytes:
 
 def error_headers(body: bytes, extra: Sequence[tuple[bytes, bytes]] = ()) -> list[tuple[bytes, bytes]]:
     return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
-
-
-async def send_error(send: Any, status: int, detail: str, code: str, extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
-    """Answer an HTTP request from raw ASGI (a middleware), before or instead of the route."""
-    body = error_body(detail, code)
-    await send({"type": "http.response.start", "status": status, "headers": error_headers(body, extra)})
-    await send({"type": "http.response.body", "body": body})
 
 
 def json_error(status: int, detail: str, code: str, headers: dict[str, str] | None = None) -> Response:
