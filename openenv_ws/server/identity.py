@@ -72,7 +72,7 @@ class TokenGrant:
     """Empty: ``<scope>-<first 8 hex digits of the token's SHA-256>`` (names it without revealing it)."""
 
     def __post_init__(self) -> None:
-        if not self.token or any(c.isspace() for c in self.token) or not self.token.isascii():
+        if not self.token or not self.token.isascii() or not self.token.isprintable() or " " in self.token:
             raise TokenFileError("a token must be non-empty printable ASCII without spaces")
         if self.scope not in SCOPES:
             raise TokenFileError(f"unknown scope {self.scope!r}; the scopes are {', '.join(SCOPES)}")
