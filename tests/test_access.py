@@ -171,3 +171,13 @@ async def test_an_open_key_never_lands_on_another_identitys_session(guarded):
             assert owners[alices.session_id] == "alice" and owners[bobs.session_id] == "bob"
         await ws_a.send(p.encode(p.Reset(seq=1)))  # alice's socket still holds her session
         assert isinstance(p.decode_server(await ws_a.recv()), p.Result)
+
+
+async def test_the_forks_of_a_trainers_session_are_its_own(guarded):
+    async with connect(guarded.url, "echo", token=TOKENS["alice"]) as parent:
+        await parent.reset()
+        await parent.step({"message": "before"})
+        child = await parent.fork()  # the child is resumed on alice's connection: hers to resume
+        assert (await child.step({"message": "after"})).observation["echoed_message"] == "after"
+        assert sessions(guarded, "ops")[child.session_id]["owner"] == "alice"
+        assert child.session_id in listed(guarded, "alice") and child.session_id not in listed(guarded, "bob")

@@ -101,6 +101,19 @@ async def test_sessions_per_client_are_capped_by_ip_address_without_tokens(start
         await again.reset()
 
 
+async def test_the_forks_a_client_holds_count_against_its_cap(start_server):
+    server = start_server("echo", "--sandbox", "inprocess", "--max-sessions-per-client", "2")
+    async with connect(server.url, "echo") as parent:
+        await parent.reset()
+        child = await parent.fork()
+        with pytest.raises(CapacityError):  # the parent and its child: two
+            async with connect(server.url, "echo"):
+                pass
+        await child.close()
+        async with connect(server.url, "echo") as again:
+            await again.reset()
+
+
 async def test_sessions_per_client_are_capped_by_token_name(start_server, tmp_path):
     tokens = tmp_path / "tokens"
     tokens.write_text("alice-1 trainer alice\nalice-2 trainer alice\nbob-1 trainer bob\n")

@@ -65,25 +65,22 @@ def test_what_each_scope_may_do():
     assert ANONYMOUS.may_act("10.0.0.1") and ANONYMOUS.may_see(None)  # no tokens: open as before
 
 
-def test_the_client_quota_forgets_ended_sessions_and_clients():
+def test_the_client_quota_counts_live_sessions_and_opens_in_flight():
     live: dict[str, object] = {}
-    quota = ClientQuota(2, live, floor=8)
-
-    def opened(client: str, session_id: str) -> None:
-        assert quota.admit(client)
-        live[session_id] = session = types.SimpleNamespace(id=session_id)
-        quota.settle(client, session)  # type: ignore[arg-type]
-
-    opened("a", "s1")
+    quota = ClientQuota(2, live)  # type: ignore[arg-type]
+    assert quota.admit("a")
+    live["s1"] = types.SimpleNamespace(owner="a")  # opened: live now, no longer opening
+    quota.settle("a")
     assert quota.admit("a")  # a second one, opening
     assert not quota.admit("a")  # at the limit, counting the one opening
-    quota.settle("a", None)  # that open failed: it counts no more
-    opened("a", "s2")
-    assert not quota.admit("a")
+    quota.settle("a")  # that open failed: it counts no more
+    live["s2"] = types.SimpleNamespace(owner="a")  # e.g. a fork's child: owned, so counted
+    assert quota.held("a") == 2 and not quota.admit("a")
+    assert quota.admit("b")  # another client
+    quota.settle("b")
     del live["s1"]  # a session ended
     assert quota.held("a") == 1 and quota.admit("a")
-    quota.settle("a", None)
-    for number in range(1000):  # many clients come and go: the table stays small
-        opened(f"10.0.{number // 250}.{number % 250}", f"t{number}")
-        del live[f"t{number}"]
-    assert quota.clients <= 16
+    quota.settle("a")
+    assert quota.held("a") == 1 and quota.held("b") == 0
+    unlimited = ClientQuota(None, live)  # type: ignore[arg-type]
+    assert all(unlimited.admit("a") for _ in range(10))
