@@ -46,11 +46,13 @@ def push(port: int, route: str, size: int, chunked: bool, deadline: float) -> tu
     sock.setblocking(False)
     chunk = b" " * 65536
     piece = b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk
+    pieces = ([b"0\r\n\r\n"] if chunked else []) + [piece] * (size // len(chunk))  # sent from the end
     sent, answer, start, pending = 0, b"", time.perf_counter(), b""
     try:
         while time.perf_counter() - start < deadline:
-            if sent < size or pending:
-                pending = pending or piece  # what a partial send left goes first: the chunks stay well-formed
+            if not pending and pieces:
+                pending = pieces.pop()  # a partial send's rest goes first: the chunks stay well-formed
+            if pending:
                 try:
                     written = sock.send(pending)
                     sent, pending = sent + written, pending[written:]
@@ -58,11 +60,6 @@ def push(port: int, route: str, size: int, chunked: bool, deadline: float) -> tu
                     time.sleep(0.0005)
                 except OSError:
                     return "closed by the server", time.perf_counter() - start, sent
-            elif chunked and sent < size + 5:
-                sock.setblocking(True)
-                sock.sendall(b"0\r\n\r\n")
-                sock.setblocking(False)
-                sent += 5
             try:
                 data = sock.recv(65536)
                 if not data:
