@@ -123,6 +123,13 @@ class AuthError(OpenEnvWSError):
     code = ErrorCode.UNAUTHORIZED
 
 
+class ForbiddenError(AuthError):
+    """The token is valid, but its scope does not allow this (an observer opening a session, a trainer
+    acting on another trainer's session): retrying with the same token cannot help."""
+
+    code = ErrorCode.FORBIDDEN
+
+
 class RequestTimeoutError(OpenEnvWSError, TimeoutError):
     """A request took longer than its deadline."""
 
@@ -154,6 +161,7 @@ _BY_CODE: dict[str, type[OpenEnvWSError]] = {
     ErrorCode.REPLAY_DIVERGED: ReplayDivergedError,
     ErrorCode.CHECKPOINT_NOT_FOUND: CheckpointError,
     ErrorCode.UNAUTHORIZED: AuthError,
+    ErrorCode.FORBIDDEN: ForbiddenError,
 }
 
 

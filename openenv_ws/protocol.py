@@ -222,6 +222,13 @@ class ErrorCode:
     CHECKPOINT_NOT_FOUND = "checkpoint_not_found"
     UNAUTHORIZED = "unauthorized"
     INTERNAL = "internal"
+    # Access and HTTP answers (per-session authorization, routes): see docs/operations.md.
+    FORBIDDEN = "forbidden"
+    """The token is valid, but its scope or identity does not allow this (another trainer's session...)."""
+    NOT_FOUND = "not_found"
+    """No such HTTP route."""
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    """The HTTP route exists, for other methods."""
 
 
 class ProtocolViolation(Exception):
@@ -302,6 +309,14 @@ def json_to_msgpack(text: str | bytes) -> bytes:
     """Turn a JSON frame into the canonical MessagePack form (payloads included)."""
     try:
         return _encoder.encode(_json_decoder.decode(text))
+    except Exception as exc:
+        raise ProtocolViolation(f"invalid JSON: {_why(exc)}") from None
+
+
+def json_value(data: bytes | str) -> Any:
+    """Any JSON value (an HTTP body, an OpenEnv message); every failure becomes :class:`ProtocolViolation`."""
+    try:
+        return _json_decoder.decode(data)
     except Exception as exc:
         raise ProtocolViolation(f"invalid JSON: {_why(exc)}") from None
 

@@ -74,16 +74,58 @@ def to_json_line(record: dict[str, Any]) -> bytes:
 # ---------------------------------------------------------------- writing
 
 
+class DiskBudget:
+    """The bytes the recordings of one directory may take on disk (``serve --record-max-bytes``).
+
+    ``used`` starts at what the directory's files hold already and grows with every line the
+    writer thread writes there; the line that would pass ``limit`` is not written, and the
+    file it was for stops there (see :meth:`Writer._apply`). Only the writer thread changes it.
+    """
+
+    __slots__ = ("directory", "limit", "reported", "used")
+
+    def __init__(self, directory: str, limit: int, used: int = 0) -> None:
+        self.directory = directory
+        self.limit = limit
+        self.used = used
+        self.reported = False
+
+    def take(self, size: int) -> bool:
+        """Count ``size`` more bytes, if they fit."""
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+
+def directory_bytes(directory: str | os.PathLike[str]) -> int:
+    """What the files directly inside ``directory`` hold (0 if it does not exist yet)."""
+    total = 0
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_size
+                except OSError:
+                    pass  # removed meanwhile
+    except OSError:
+        return 0
+    return total
+
+
 class RecordFile:
     """One file being written; only the writer thread touches ``handle``."""
 
-    __slots__ = ("append", "failed", "handle", "path")
+    __slots__ = ("append", "budget", "failed", "handle", "path")
 
-    def __init__(self, path: Path, append: bool = False) -> None:
+    def __init__(self, path: Path, append: bool = False, budget: DiskBudget | None = None) -> None:
         self.path = path
         self.append = append
+        self.budget = budget
         self.handle: Any = None
         self.failed = False
+        """Written no more (the disk failed, or the budget ran out); the recorder stops queueing for it."""
 
 
 _CLOSE = object()
@@ -96,7 +138,8 @@ class Writer:
     thread when ``wake``; the thread encodes and writes everything queued, then flushes each
     file it wrote to. A request is queued without waking the thread: it goes out with its
     first event or its reply, one wake-up and one write per step. A file that cannot be
-    written is logged once and dropped; the session goes on.
+    written is logged once and dropped; the session goes on. So is a file whose next line
+    would pass its directory's :class:`DiskBudget` (:meth:`set_budget`).
     """
 
     def __init__(self) -> None:
@@ -105,7 +148,11 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.lines = 0
+        self.bytes = 0
         self.errors = 0
+        self.cut = 0
+        """Files stopped at their directory's disk budget."""
+        self._budgets: dict[str, DiskBudget] = {}
 
     def put(self, file: RecordFile, item: Any, wake: bool = True) -> None:
         """Queue a frame ``(ts, direction, bytes)``, a record (a dict), or :data:`_CLOSE`."""
@@ -117,6 +164,21 @@ class Writer:
 
     def close(self, file: RecordFile) -> None:
         self.put(file, _CLOSE)
+
+    def set_budget(self, directory: str, limit: int | None) -> DiskBudget | None:
+        """Bound what recordings in ``directory`` may take (files already there count); None: no bound.
+
+        Reads the directory's size once, here: call it at start-up, not on the event loop's hot path.
+        """
+        if limit is None:
+            self._budgets.pop(directory, None)
+            return None
+        budget = self._budgets[directory] = DiskBudget(directory, limit, directory_bytes(directory))
+        return budget
+
+    def budget_of(self, directory: str) -> DiskBudget | None:
+        """The budget :meth:`set_budget` gave ``directory`` (the same string), if any."""
+        return self._budgets.get(directory)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait (at most ``timeout``) until everything queued so far is on disk."""
@@ -164,12 +226,18 @@ class Writer:
                     file.handle.close()
                     file.handle = None
                 return
+            record = item if isinstance(item, dict) else frame_record(*item)
+            line = to_json_line(record)
+            if file.budget is not None and not file.budget.take(len(line)):
+                self._cut(file)  # before the file is created: past the budget, not even an empty file
+                dirty.discard(file)
+                return
             if file.handle is None:
                 file.path.parent.mkdir(parents=True, exist_ok=True)
                 file.handle = open(file.path, "ab" if file.append else "wb")  # noqa: SIM115
-            record = item if isinstance(item, dict) else frame_record(*item)
-            file.handle.write(to_json_line(record))
+            file.handle.write(line)
             self.lines += 1
+            self.bytes += len(line)
             dirty.add(file)
         except Exception as exc:  # a full disk must not take the session (or the thread) down
             self._fail(file, exc)
@@ -185,8 +253,25 @@ class Writer:
 
     def _fail(self, file: RecordFile, exc: Exception) -> None:
         self.errors += 1
-        file.failed = True
         log.error("recording to %s stopped: %s", file.path, exc)
+        self._stop(file)
+
+    def _cut(self, file: RecordFile) -> None:
+        budget = file.budget
+        assert budget is not None
+        self.cut += 1
+        if not budget.reported:  # once per directory: every later file stops the same way
+            budget.reported = True
+            log.error(
+                "recordings in %s reached their disk budget of %d bytes (record_max_bytes): "
+                "recording stops there, the sessions go on",
+                budget.directory,
+                budget.limit,
+            )
+        self._stop(file)
+
+    def _stop(self, file: RecordFile) -> None:
+        file.failed = True
         if file.handle is not None:
             try:
                 file.handle.close()
@@ -215,11 +300,19 @@ class EpisodeRecorder:
     Frames before the first reset belong to no episode and are not recorded.
     """
 
-    def __init__(self, target: str | os.PathLike[str], header: dict[str, Any], *, writer: Writer = WRITER) -> None:
+    def __init__(
+        self,
+        target: str | os.PathLike[str],
+        header: dict[str, Any],
+        *,
+        writer: Writer = WRITER,
+        budget: DiskBudget | None = None,
+    ) -> None:
         self.target = Path(target)
         self.per_episode = self.target.is_dir() or str(target).endswith(("/", os.sep))
         self.header = header
         self.writer = writer
+        self.budget = budget
         self.episodes = 0
         self.path: Path | None = None
         """The file being written (the last one, once the session ended)."""
@@ -237,14 +330,14 @@ class EpisodeRecorder:
         if isinstance(frame, Reset):
             self._begin(frame)
         file = self._file
-        if file is not None:  # written with what answers it (one wake-up of the writer per step)
+        if file is not None and not file.failed:  # written with what answers it (one wake-up per step)
             item = (time.monotonic() - self._t0, C2S, encode(frame) if data is None else data)
             self.writer.put(file, item, wake=False)
 
     def reply(self, data: bytes) -> None:
         """A frame the server sent for the session (event, reply, or the server ending it)."""
         file = self._file
-        if file is not None:
+        if file is not None and not file.failed:
             self.writer.put(file, (time.monotonic() - self._t0, S2C, data))
 
     def close(self, reason: str) -> None:
@@ -264,10 +357,10 @@ class EpisodeRecorder:
         self.episodes += 1
         if self.per_episode:
             name = f"{_slug(str(self.header.get('env', 'env')))}-{self.header.get('session_id', 'session')}"
-            file = RecordFile(self.target / f"{name}-{self.episodes}{SUFFIX}")
+            file = RecordFile(self.target / f"{name}-{self.episodes}{SUFFIX}", budget=self.budget)
         else:
             if self._single is None:
-                self._single = RecordFile(self.target)
+                self._single = RecordFile(self.target, budget=self.budget)
             file = self._single
         self.path = file.path
         self._t0 = time.monotonic()

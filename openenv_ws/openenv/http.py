@@ -5,6 +5,10 @@ without a session id opens a session and names it in the ``X-Session-Id`` respon
 ``/reset``, ``/step``, ``/state`` and ``/close`` with that header (or ``?session_id=``) act on
 it. Each call is one numbered request to :meth:`Session.submit`, its reply caught by a
 :class:`FrameSink` that lives for the call.
+
+On a server with tokens a session answers its owner, an operator, or whoever sends its resume
+token (``X-Resume-Token``, which the opening ``/reset`` returns); others get 403
+(:mod:`openenv_ws.server.access`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from starlette.requests import HTTPConnection
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import Response
 
-from ..errors import OpenEnvWSError, SessionLostError
+from ..errors import ForbiddenError, OpenEnvWSError, SessionLostError
 from ..protocol import (
     Close,
     Closed,
@@ -34,6 +38,7 @@ from ..protocol import (
     StateReply,
     unpack,
 )
+from ..server.access import RESUME_TOKEN_HEADER, may_act, open_as
 from ..server.sessions import Session, SessionManager
 from .wire import (
     HTTP_STATUS,
@@ -139,8 +144,13 @@ class HttpSessions:
     async def reset(self, request: HTTPRequest) -> Response:
         """Reset the episode named by ``X-Session-Id``, or open a new session (a new sandbox) and reset it."""
         frame = reset_frame(await self._body(request))
-        session = self._find(request) or await self._open(request)
-        return await self._run(request, session, frame)
+        session = self._find(request)
+        if session is not None:
+            return await self._run(request, session, frame)
+        session = await self._open(request)
+        response = await self._run(request, session, frame)
+        response.headers[RESUME_TOKEN_HEADER] = session.token  # the session's own credential
+        return response
 
     @answers_errors
     async def step(self, request: HTTPRequest) -> Response:
@@ -158,6 +168,7 @@ class HttpSessions:
     @answers_errors
     async def close(self, request: HTTPRequest) -> Response:
         """End the episode and stop its sandbox now (not in OpenEnv; otherwise it is reaped when idle)."""
+        await self._body(request)  # none is needed; one that is there must still be a JSON object
         session = self._require(request)
         response = await self._run(request, session, Close())
         self.locks.pop(session.id, None)
@@ -172,6 +183,12 @@ class HttpSessions:
         session = self.manager.get(session_id)
         if session is None or session_id not in self.locks:
             raise SessionLostError(f"session {session_id!r} is unknown, expired or closed: POST /reset opens another")
+        if not may_act(request, session):
+            self.manager.metrics.access_denied()
+            raise ForbiddenError(
+                f"session {session_id!r} belongs to another client: its owner, an operator, or its"
+                f" {RESUME_TOKEN_HEADER} may act on it"
+            )
         return session
 
     def _require(self, request: HTTPRequest) -> Session:
@@ -186,7 +203,7 @@ class HttpSessions:
     async def _open(self, request: HTTPRequest) -> Session:
         for session_id in [s for s in self.locks if self.manager.get(s) is None]:
             del self.locks[session_id]  # ended: closed, idle, crashed
-        session = await self.manager.open(Open(env=requested_env(request)), _Reply(peer(request)))
+        session = await open_as(request, Open(env=requested_env(request)), _Reply(peer(request)))
         self.locks[session.id] = anyio.Lock()
         return session
 

@@ -11,10 +11,10 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import Response
 
+from ..protocol import ProtocolViolation, json_value
 from ..registry import EnvSpec
 from ..server.sessions import SessionManager
 from .http import answers_errors, json_response, requested_env
@@ -79,19 +79,21 @@ async def openapi(request: HTTPRequest) -> Response:
     return json_response({"openapi": "3.1.0", "info": info, "paths": paths})
 
 
-_json_decoder = msgspec.json.Decoder()
-
-
-def _rpc_error(code: int, message: str, request_id: Any = None) -> Response:
-    return json_response({"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": request_id})
+def _rpc_error(code: int, message: str, request_id: Any = None, status: int = 200) -> Response:
+    return json_response({"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": request_id}, status)
 
 
 async def mcp(request: HTTPRequest) -> Response:
-    """JSON-RPC 2.0 as OpenEnv's ``/mcp`` answers it; ``tools/list`` is empty (our envs have no MCP tools)."""
+    """JSON-RPC 2.0 as OpenEnv's ``/mcp`` answers it; ``tools/list`` is empty (our envs have no MCP tools).
+
+    A body that is not JSON at all gets HTTP 400 (as MCP's HTTP transport allows); JSON that is
+    no valid request gets its JSON-RPC error with 200, as OpenEnv answers (``openenv validate``
+    posts ``{}`` and wants a 200).
+    """
     try:
-        body = _json_decoder.decode(await request.body())
-    except msgspec.DecodeError:
-        return _rpc_error(-32700, "Parse error")
+        body = json_value(await request.body())
+    except ProtocolViolation as exc:
+        return _rpc_error(-32700, f"Parse error: {exc}", status=400)
     if not isinstance(body, dict) or body.get("jsonrpc") != "2.0" or not isinstance(body.get("method"), str):
         return _rpc_error(-32600, "Invalid Request", body.get("id") if isinstance(body, dict) else None)
     if body["method"] == "tools/list":

@@ -33,12 +33,14 @@ from ..protocol import (
     Error,
     ErrorCode,
     GetState,
+    ProtocolViolation,
     Request,
     Reset,
     Result,
     ServerFrame,
     StateReply,
     Step,
+    json_value,
     pack,
     unpack,
 )
@@ -101,6 +103,7 @@ OPENENV_CODES = {
     ErrorCode.SESSION_NOT_FOUND: "SESSION_ERROR",
     ErrorCode.SESSION_CLOSED: "SESSION_ERROR",
     ErrorCode.SANDBOX_CRASHED: "SESSION_ERROR",
+    ErrorCode.FORBIDDEN: "SESSION_ERROR",
 }
 """Our error codes as OpenEnv's ``WSErrorCode``; the rest (env errors, episode state, timeouts) are EXECUTION_ERROR."""
 
@@ -132,6 +135,8 @@ HTTP_STATUS = {
     ErrorCode.QUEUE_FULL: 503,
     ErrorCode.SANDBOX_START_FAILED: 503,
     ErrorCode.TIMEOUT: 504,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
 }
 """HTTP status of each error code; the others (env errors, crashed sandboxes) are 500."""
 
@@ -219,21 +224,30 @@ class BadMessage(OpenEnvWSError):
     code = ErrorCode.VALIDATION
 
 
-_json_decoder = msgspec.json.Decoder()
-
-
 def json_object(data: bytes | str, limit: int, what: str) -> dict[str, Any]:
     """A WebSocket message or an HTTP body: JSON, an object, at most ``limit`` bytes."""
     size = len(data.encode() if isinstance(data, str) else data)
     if size > limit:
         raise BadMessage(f"{what} of {size} bytes exceeds the limit of {limit}", code=ErrorCode.FRAME_TOO_LARGE)
     try:
-        value = _json_decoder.decode(data)
-    except msgspec.DecodeError as exc:
+        value = json_value(data)
+    except ProtocolViolation as exc:  # bad UTF-8, nesting too deep, numbers out of range too
         raise BadMessage(f"Invalid JSON: {exc}", code=ErrorCode.MALFORMED_FRAME) from None
     if not isinstance(value, dict):
         raise BadMessage(f"{what} must be a JSON object")
     return value
+
+
+MAX_SEED = (1 << 64) - 1
+"""Seeds travel as MessagePack integers: unsigned, 64 bits."""
+
+
+def _payload(value: Any, what: str) -> msgspec.Raw:
+    """``value`` packed for the wire, or a :class:`BadMessage` naming why it cannot be (an integer past 64 bits)."""
+    try:
+        return pack(value)
+    except Exception as exc:
+        raise BadMessage(f"{what} cannot be sent on: {exc}") from None
 
 
 def takes_metadata(action_schema: dict[str, Any] | None) -> bool:
@@ -253,8 +267,9 @@ def reset_frame(data: Any) -> Reset:
         raise BadMessage("reset 'data' must be an object")
     options = dict(data)
     seed = options.pop("seed", None)
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
-        raise BadMessage(f"'seed' must be a non-negative integer, not {seed!r}")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED):
+        raise BadMessage(f"'seed' must be an integer from 0 to 2**64-1, not {str(seed)[:40]}")
+    _payload(options, "the reset options")
     return Reset(seed=seed, options=options or None)
 
 
@@ -265,7 +280,7 @@ def step_frame(action: Any, metadata: bool) -> Step:
         raise BadMessage(f"the action must be a JSON object, not {type(action).__name__}")
     if not metadata and "metadata" in action and not action["metadata"]:
         action = {k: v for k, v in action.items() if k != "metadata"}
-    return Step(action=pack(action))
+    return Step(action=_payload(action, "the action"))
 
 
 def request_frame(message: dict[str, Any], metadata: bool) -> Request:

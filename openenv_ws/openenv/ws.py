@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket
 
 from ..errors import OpenEnvWSError
 from ..protocol import Error, ErrorCode, Open, ServerFrame, encode
+from ..server.access import open_as
 from ..server.connection import CLOSE_POLICY, CLOSE_TRY_AGAIN_LATER
 from ..server.sessions import Session, SessionManager
 from .http import peer, requested_env
@@ -83,7 +84,7 @@ async def serve_socket(manager: SessionManager, websocket: WebSocket) -> None:
     limit = manager.config.max_frame_bytes
     link = OpenEnvLink(websocket)
     await websocket.accept()
-    session = await _open(manager, link, env)
+    session = await _open(link, env)
     if session is None:
         return
     seq = 0
@@ -105,10 +106,10 @@ async def serve_socket(manager: SessionManager, websocket: WebSocket) -> None:
         await session.close("client disconnected", notify=False)
 
 
-async def _open(manager: SessionManager, link: OpenEnvLink, env: str | None) -> Session | None:
+async def _open(link: OpenEnvLink, env: str | None) -> Session | None:
     """The socket's session; a refusal (capacity, unknown env...) goes as an OpenEnv error, then the socket closes."""
     try:
-        return await manager.open(Open(env=env), link)
+        return await open_as(link.websocket, Open(env=env), link)
     except OpenEnvWSError as exc:
         exc.fatal = True
         error = exc.to_frame()

@@ -14,12 +14,17 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from ..protocol import ErrorCode
 from ..record import WRITER
 from ..registry import EnvSpec, resolve
 from ..sandbox import Backend, create_backend
+from .access import SessionAccess, described, visible
 from .auth import TokenAuth
+from .body_limit import BodyLimit
 from .config import ServerConfig
 from .connection import session_socket
+from .http_errors import EXCEPTION_HANDLERS, json_error
+from .identity import TokenGrant, TokenTable, identity_of
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .mux import mux_socket
 from .sessions import SessionManager
@@ -47,6 +52,8 @@ def create_app(
     specs = [resolve(e) if isinstance(e, str) else e for e in (envs if isinstance(envs, list) else [envs])]
     sandbox_backend = create_backend(backend) if isinstance(backend, str) else backend
     manager = SessionManager({s.name: s for s in specs}, sandbox_backend, config)
+    if config.record_dir:
+        WRITER.set_budget(config.record_dir, config.record_max_bytes or None)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -72,12 +79,27 @@ def create_app(
             Route("/metrics", metrics),
             *(route for extension in extensions for route in extension(manager)),
         ],
-        middleware=[Middleware(TokenAuth, token=config.token, metrics=manager.metrics)] if config.token else [],
+        middleware=_middleware(config, manager),
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     app.state.manager = manager
+    app.state.access = SessionAccess(manager)
     app.state.config = config
     return app
+
+
+def token_table(config: ServerConfig) -> TokenTable:
+    """Every token the server accepts: ``config.token`` (an operator's) and ``config.tokens``."""
+    grants = [TokenGrant(config.token)] if config.token else []
+    return TokenTable([*grants, *config.tokens])
+
+
+def _middleware(config: ServerConfig, manager: SessionManager) -> list[Middleware]:
+    """The token check first (nothing of a stranger's body is read), then the body limit."""
+    tokens = token_table(config)
+    checks = [Middleware(TokenAuth, tokens=tokens, metrics=manager.metrics)] if len(tokens) else []
+    return [*checks, Middleware(BodyLimit, max_bytes=config.max_body_bytes)]
 
 
 def _manager(scope_app: Any) -> SessionManager:
@@ -101,12 +123,19 @@ async def list_envs(request: HTTPRequest) -> JSONResponse:
 
 
 async def list_sessions(request: HTTPRequest) -> JSONResponse:
+    """Every session for operators and observers; a trainer's own for a trainer."""
     manager = _manager(request.app)
-    return JSONResponse({"sessions": [s.describe() for s in list(manager.sessions.values())]})
+    shown = visible(request, list(manager.sessions.values()))
+    return JSONResponse({"sessions": [described(session) for session in shown]})
 
 
 async def metrics(request: HTTPRequest) -> Response:
     manager = _manager(request.app)
+    identity = identity_of(request.scope)
+    if not identity.reads_metrics:
+        manager.metrics.access_denied()
+        detail = f"the {identity.scope} scope does not read /metrics (operator and observer tokens do)"
+        return json_error(403, detail, ErrorCode.FORBIDDEN)
     if not manager.metrics.enabled:
         return JSONResponse({"detail": "metrics are off (serve --no-metrics)"}, status_code=404)
     return Response(manager.metrics.render(manager.snapshot()), media_type=METRICS_CONTENT_TYPE)

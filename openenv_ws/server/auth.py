@@ -1,6 +1,6 @@
-"""Bearer-token authentication (``serve --token`` or ``OPENENV_WS_TOKEN``), for every route but ``/healthz``.
+"""Bearer-token authentication (``serve --token``, ``--token-file``), for every route but ``/healthz``.
 
-An HTTP request without ``Authorization: Bearer <token>`` gets 401 with a JSON body
+An HTTP request without a known ``Authorization: Bearer <token>`` gets 401 with a JSON body
 (``{"detail": ..., "code": "unauthorized"}``) and ``WWW-Authenticate: Bearer``. A WebSocket
 handshake gets the same 401 as its HTTP answer instead of being accepted (the ASGI
 ``websocket.http.response`` extension, which uvicorn has), so a client learns why before
@@ -8,20 +8,23 @@ any frame; a server without that extension closes with 1008 ``unauthorized`` ins
 ``/healthz`` stays open for load balancers and container health checks; it shows only
 counts and names, never a session's content.
 
+A known token's :class:`~openenv_ws.server.identity.Identity` (its name and scope) goes
+into the ASGI scope for the routes (:func:`~openenv_ws.server.identity.identity_of`): what
+it may do with each session is decided there (:mod:`openenv_ws.server.access`).
+
 A pure ASGI middleware: a route pays one header lookup per request or per WebSocket, never
-per frame. The token is compared in constant time and never logged.
+per frame. Tokens are compared in constant time and never logged.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 from typing import Any
-
-import msgspec
 
 from ..protocol import ErrorCode
 from .connection import CLOSE_POLICY
+from .http_errors import error_body, error_headers
+from .identity import IDENTITY_KEY, TokenTable
 from .metrics import Metrics, NullMetrics
 
 log = logging.getLogger("openenv_ws.server")
@@ -41,13 +44,12 @@ def bearer_token(headers: list[tuple[bytes, bytes]]) -> bytes | None:
 
 
 class TokenAuth:
-    def __init__(self, app: Any, token: str, metrics: Metrics | None = None) -> None:
-        metrics = metrics if metrics is not None else NullMetrics()
-        if not token:
-            raise ValueError("an empty token would let everyone in")
+    def __init__(self, app: Any, tokens: TokenTable, metrics: Metrics | None = None) -> None:
+        if not len(tokens):
+            raise ValueError("no tokens would let everyone in")
         self.app = app
-        self._token = token.encode()
-        self._metrics = metrics
+        self._tokens = tokens
+        self._metrics = metrics if metrics is not None else NullMetrics()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -55,8 +57,9 @@ class TokenAuth:
             await self.app(scope, receive, send)
             return
         given = bearer_token(scope["headers"])
-        if given is not None and secrets.compare_digest(given, self._token):
-            await self.app(scope, receive, send)
+        identity = self._tokens.identify(given) if given is not None else None
+        if identity is not None:
+            await self.app({**scope, IDENTITY_KEY: identity}, receive, send)
             return
         await self._refuse(scope, receive, send, "missing" if given is None else "wrong")
 
@@ -65,13 +68,10 @@ class TokenAuth:
         client = scope.get("client") or ("?", 0)
         log.warning("refused %s %s from %s:%s: %s bearer token", scope["type"], scope["path"], *client, what)
         message = f"unauthorized: {what} bearer token (send 'Authorization: Bearer <token>')"
-        body = msgspec.json.encode({"detail": message, "code": ErrorCode.UNAUTHORIZED})
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"www-authenticate", b'Bearer realm="openenv-ws"'),
-        ]
-        if scope["type"] == "http":
+        body = error_body(message, ErrorCode.UNAUTHORIZED)
+        headers = error_headers(body, [(b"www-authenticate", b'Bearer realm="openenv-ws"')])
+        if scope["type"] == "http":  # and the connection closes: a stranger's body is not read on
+            headers.append((b"connection", b"close"))
             await send({"type": "http.response.start", "status": 401, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return

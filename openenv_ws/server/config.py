@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .identity import TokenGrant
+
 DEFAULT_STEP_TIMEOUT = 600.0
 """Seconds a request may take when neither the server nor the environment says otherwise."""
 
@@ -74,8 +76,21 @@ class ServerConfig:
     record_dir: str | None = None
     """Record every episode into this directory, one JSON-lines file each (docs/recording.md)."""
     token: str | None = None
-    """Require ``Authorization: Bearer <token>`` on every route but ``/healthz``."""
+    """Require ``Authorization: Bearer <token>`` on every route but ``/healthz`` (an operator's token)."""
     metrics: bool = True
     """Count requests, latencies and starts for ``GET /metrics`` (plain integers on the step path)."""
     watch_buffer: int = 1024
     """Frames queued for one session watcher; a slower watcher loses frames (counted), never the session."""
+    # ---- access and client limits (issue #12: scopes, HTTP bodies, per-client caps, recording disk)
+    tokens: tuple[TokenGrant, ...] = ()
+    """More bearer tokens, each with a scope and a name (``serve --token-file``); ``token`` is one more."""
+    max_body_bytes: int = 1 << 20
+    """Largest HTTP request body on any route; a larger one gets 413 before more of it is read."""
+    max_sessions_per_client: int | None = None
+    """Sessions one client holds at once (a client: a token's name, or an IP address on a server without
+    tokens); beyond it opens get a capacity error. None: only ``max_sessions`` bounds them."""
+    max_watchers: int = 4
+    """Live watchers (``/v1/sessions/{id}/watch``) of one session; more are refused with a capacity error."""
+    record_max_bytes: int | None = 10 << 30
+    """Disk the recordings in ``record_dir`` may use, files already there included; past it recording
+    stops (logged once, counted) and the sessions go on. None or 0: no bound."""

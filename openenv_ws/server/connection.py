@@ -32,6 +32,7 @@ from ..protocol import (
     json_to_msgpack,
     msgpack_to_json,
 )
+from .access import open_as
 from .sessions import Session, SessionManager
 
 log = logging.getLogger("openenv_ws.server")
@@ -215,7 +216,7 @@ async def open_session(manager: SessionManager, conn: Connection) -> Session | N
         await conn.close(CLOSE_POLICY, "no open frame")
         return None
     try:
-        session = await manager.open(frame, conn)
+        session = await open_as(conn.websocket, frame, conn)
     except OpenEnvWSError as exc:
         exc.fatal = True
         await conn.send_frame(exc.to_frame(frame.seq))

@@ -66,6 +66,7 @@ class Copyable(Protocol):
 
     id: str
     token: str
+    owner: str | None
     spec: EnvSpec
     options: dict[str, Any]
     sandbox: Sandbox
@@ -195,7 +196,9 @@ class EpisodeCopier:
         children: list[Copyable] = []
 
         async def one() -> None:
-            children.append(await self._new_session(session.spec, session.options, plan.restore, plan.history))
+            child = await self._new_session(session.spec, session.options, plan.restore, plan.history)
+            child.owner = session.owner  # a fork's children belong to whoever owns the episode
+            children.append(child)
 
         try:
             async with anyio.create_task_group() as tg:

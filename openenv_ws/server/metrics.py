@@ -97,6 +97,7 @@ class Metrics:
         self.watch_dropped = 0
         self.auth_failures = 0
         self.connections = {"session": 0, "mux": 0}
+        self.access_denials = 0
 
     def applied(self, frame: Request, reply: Any, seconds: float) -> None:
         """One request answered (called on the step path)."""
@@ -139,6 +140,9 @@ class Metrics:
     def connection_accepted(self, kind: str) -> None:
         self.connections[kind] += 1
 
+    def access_denied(self) -> None:
+        self.access_denials += 1
+
     def watcher_gone(self, dropped: int) -> None:
         self.watch_dropped += dropped
 
@@ -180,7 +184,10 @@ class Metrics:
             ("watch_dropped_total", "counter", "Frames dropped for slow watchers.", self.watch_dropped + dropped),
             ("recorded_lines_total", "counter", "Recording lines written.", WRITER.lines),
             ("recording_errors_total", "counter", "Recording files that failed.", WRITER.errors),
+            ("recorded_bytes_total", "counter", "Recording bytes written.", WRITER.bytes),
+            ("recordings_cut_total", "counter", "Recording files stopped at the disk budget.", WRITER.cut),
             ("auth_failures_total", "counter", "Requests refused: missing or wrong token.", self.auth_failures),
+            ("access_denied_total", "counter", "Requests refused: the token's scope or identity.", self.access_denials),
         ]
         for name, kind, help_text, value in table:
             yield from _metric("openenv_ws_" + name, kind, help_text, value)
@@ -227,6 +234,9 @@ class NullMetrics(Metrics):
         pass
 
     def connection_accepted(self, kind: str) -> None:
+        pass
+
+    def access_denied(self) -> None:
         pass
 
     def watcher_gone(self, dropped: int) -> None:

@@ -35,6 +35,7 @@ from ..protocol import (
     encode_batch,
     guess_seq,
 )
+from .access import open_as
 from .connection import CLOSE_TRY_AGAIN_LATER
 from .sessions import Session, SessionManager
 
@@ -207,7 +208,7 @@ class MuxConnection:
 
     async def _open(self, channel: Channel, frame: Open) -> None:
         try:
-            session = await self.manager.open(frame, channel)
+            session = await open_as(self.websocket, frame, channel)
         except OpenEnvWSError as exc:
             exc.fatal = True
             self.enqueue(channel.number, encode(exc.to_frame(frame.seq)))

@@ -147,6 +147,7 @@ class Session:
         self.tap: SessionTap | None = None  # recording and live watchers; None while nothing listens
         self.deadline = context.step_timeout or spec.cls.step_timeout or DEFAULT_STEP_TIMEOUT
         """Seconds a request may run; the reaper stops the sandbox past it."""
+        self.owner: str | None = None  # the client that opened it (server/access.py): a token's name, or an IP
         self._schemas = schemas
         self._watch_scope: anyio.CancelScope | None = None
         self._deadline_hit = False
@@ -490,10 +491,14 @@ class SessionManager:
     def get(self, session_id: str) -> Session | None:
         return self.sessions.get(session_id)
 
+    def knows_open_key(self, key: str) -> bool:
+        """Whether an ``open`` with this key is under way or made a live session (a repeat opens nothing new)."""
+        return key in self._by_open_key
+
     # ------------------------------------------------------------ opening
 
-    async def open(self, frame: Open, sink: FrameSink) -> Session:
-        """Create or resume the session an :class:`Open` frame asks for."""
+    async def open(self, frame: Open, sink: FrameSink, owner: str | None = None) -> Session:
+        """Create or resume the session an :class:`Open` frame asks for (a new one belongs to ``owner``)."""
         if frame.version != PROTOCOL_VERSION:
             raise ProtocolError(
                 f"protocol version {frame.version} is not supported (server speaks {PROTOCOL_VERSION})",
@@ -515,7 +520,7 @@ class SessionManager:
                 return await self._open_again(known, sink)
             opening = self._by_open_key[frame.open_key] = _Opening()
             try:
-                session = await self._open_new(frame, sink)
+                session = await self._open_new(frame, sink, owner)
             except BaseException as exc:
                 del self._by_open_key[frame.open_key]
                 opening.fail(exc)
@@ -524,7 +529,7 @@ class SessionManager:
             self._by_open_key[frame.open_key] = session
             opening.done(session)
             return session
-        return await self._open_new(frame, sink)
+        return await self._open_new(frame, sink, owner)
 
     async def _open_again(self, known: Session | _Opening, sink: FrameSink) -> Session:
         """The same ``open`` again (its connection dropped before ``opened``): the same session."""
@@ -538,11 +543,11 @@ class SessionManager:
             self.spawn(previous.close, 1000, "superseded by a repeated open")
         return session
 
-    async def _open_new(self, frame: Open, sink: FrameSink) -> Session:
+    async def _open_new(self, frame: Open, sink: FrameSink, owner: str | None) -> Session:
         if frame.checkpoint:
             env, options, plan = await self.context.copier.load(frame.checkpoint)
-            return await self._new_session(self.spec(env), options, sink, plan.restore, plan.history)
-        return await self._new_session(self.spec(frame.env), frame.options, sink)
+            return await self._new_session(self.spec(env), options, sink, plan.restore, plan.history, owner)
+        return await self._new_session(self.spec(frame.env), frame.options, sink, owner=owner)
 
     async def _new_copy(
         self, spec: EnvSpec, options: dict[str, Any], restore: Restore, history: EpisodeHistory
@@ -557,6 +562,7 @@ class SessionManager:
         sink: FrameSink | None,
         restore: Restore | None = None,
         history: EpisodeHistory | None = None,
+        owner: str | None = None,
     ) -> Session:
         """Start a sandbox for ``spec`` (made to hold a copied episode by ``restore``) and hold it as a session."""
         if len(self.sessions) + self.opening >= self.config.max_sessions:
@@ -580,6 +586,7 @@ class SessionManager:
             self.opening -= 1
         schemas = self._schemas[spec.name]
         session = Session(self.context, sandbox.session_id, spec, sandbox, sink, schemas, options, history)
+        session.owner = owner
         self.sessions[session.id] = session
         if self.config.record_dir:
             header = self._recording_header(session, options)

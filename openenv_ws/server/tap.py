@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 
 from ..protocol import Request, encode
-from ..record import C2S, S2C, EpisodeRecorder
+from ..record import C2S, S2C, WRITER, EpisodeRecorder
 from ..version import __version__
 
 WATCH_BUFFER = 1024
@@ -92,7 +92,8 @@ def recording_tap(header: dict[str, Any], t0: float, record_dir: str) -> Session
     """A tap that records every episode of a session into ``record_dir`` (``serve --record``).
 
     ``header`` describes the session (env, target, backend, sandbox, session id, options...);
-    the recorder adds what it knows itself.
+    the recorder adds what it knows itself. The directory's disk budget, if the server set one
+    (``record_max_bytes``), bounds what it writes.
     """
     header = {**header, "recorder": "server", "server_version": __version__}
-    return SessionTap(t0, EpisodeRecorder(record_dir + "/", header))
+    return SessionTap(t0, EpisodeRecorder(record_dir + "/", header, budget=WRITER.budget_of(record_dir)))

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from ..registry import builtin_envs
 from ..sandbox import BACKENDS
 
 TOKEN_HELP = f"bearer token of a server run with --token (default: ${TOKEN_ENV})"
+TOKEN_FILE_ENV = "OPENENV_WS_TOKEN_FILE"
 
 
 # ---------------------------------------------------------------- serve, envs, build, gc
@@ -39,13 +41,24 @@ def _serve(args: argparse.Namespace) -> int:
         max_starting=args.max_starting,
         drain_timeout=args.drain_timeout,
         **{name: getattr(args, name) for name in _BOUNDS},
-        **_serve_settings(args),  # --record, --token, --no-metrics; sets up --log-format
+        **_serve_settings(args),  # --record, --token(-file), --no-metrics; sets up --log-format
     )
     from ..openenv.server import openenv_routes
 
     app = create_app(args.env, backend=_backend(args), config=config, extensions=[openenv_routes])
     serve(app, args.host, args.port, log_level=args.log_level, ws=args.ws, log_config=None)
     return 0
+
+
+_SIZE = re.compile(r"(\d+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+
+
+def _size(text: str) -> int:
+    """Bytes: ``1048576``, or with a binary unit, ``512K``, ``1M``, ``10G`` (also ``10GiB``)."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a size such as 1048576, 512K, 1M or 10G, got {text!r}")
+    return int(match[1]) << (10 * " kmgt".index(match[2].lower() or " "))
 
 
 _BOUNDS = {
@@ -63,24 +76,35 @@ _BOUNDS = {
         ("checkpoint_ttl", float, "seconds a checkpoint is kept"),
         ("ws_ping_interval", float, "seconds between keepalive pings (0: none)"),
         ("ws_ping_timeout", float, "seconds a pong may take"),
+        ("max_body_bytes", _size, "largest HTTP request body on any route, e.g. 1M; larger ones get 413"),
+        ("max_sessions_per_client", int, "sessions one client (a token's name, or an IP) holds; None: no cap"),
+        ("max_watchers", int, "live watchers of one session"),
+        ("record_max_bytes", _size, "disk the recordings of --record may use, e.g. 10G (0: no bound)"),
     ]
 }
 """ServerConfig fields that ``serve`` takes as ``--kebab-case`` options with the config's defaults."""
 
 
 def _serve_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The ServerConfig fields of the tooling options; sets up logging (the token is redacted from it)."""
+    """The ServerConfig fields of the tooling options; sets up logging (the tokens are redacted from it)."""
+    from ..server.identity import TokenFileError, TokenGrant, TokenTable, read_token_file
     from ..server.logs import configure
 
-    token = args.token or os.environ.get(TOKEN_ENV) or None
-    configure(args.log_level, args.log_format, [token] if token else [])
+    tokens = args.token or [token for token in [os.environ.get(TOKEN_ENV)] if token]
+    token_file = args.token_file or os.environ.get(TOKEN_FILE_ENV)
+    try:
+        grants = [TokenGrant(token) for token in tokens] + (read_token_file(token_file) if token_file else [])
+        TokenTable(grants)  # duplicates and clashing names: said now, not at the first request
+    except TokenFileError as exc:
+        raise SystemExit(f"openenv-ws serve: {exc}") from None
+    configure(args.log_level, args.log_format, [grant.token for grant in grants])
     for option, value in (("--record", args.record), ("--checkpoint-dir", args.checkpoint_dir)):
         if value:
             _writable_dir(option, Path(value))
     return {
         "record_dir": str(args.record) if args.record else None,
         "checkpoint_dir": str(args.checkpoint_dir) if args.checkpoint_dir else None,
-        "token": token,
+        "tokens": tuple(grants),
         "metrics": args.metrics,
     }
 
@@ -310,8 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tooling.add_argument(
         "--token",
-        help=f"require 'Authorization: Bearer TOKEN' on every route but /healthz (default: ${TOKEN_ENV}; "
-        "prefer the variable: other users can read a command line)",
+        action="append",
+        help=f"require 'Authorization: Bearer TOKEN' on every route but /healthz, an operator's token; repeatable "
+        f"(default: ${TOKEN_ENV}; prefer the variable or --token-file: other users can read a command line)",
+    )
+    tooling.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help=f"tokens with scopes, one 'TOKEN SCOPE [NAME]' a line; scopes: operator, trainer, observer "
+        f"(default: ${TOKEN_FILE_ENV}; see docs/operations.md)",
     )
     tooling.add_argument(
         "--no-metrics", dest="metrics", action="store_false", help="do not count requests for GET /metrics"
