@@ -371,15 +371,7 @@ in process, takes (a seed past 64 bits): fixed by the limits work of issue #12 (
     "cases",
     [
         pytest.param(OPENENV_BAD, id="typed"),
-        pytest.param(
-            OPENENV_DEEP_AND_WIDE,
-            id="nesting-and-64-bits",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="main's /ws drops the socket (RecursionError, OverflowError) on these; the limits branch"
-                " fixes it (openenv/wire.py: json_value, 64-bit checks): drop this mark once it is merged",
-            ),
-        ),
+        pytest.param(OPENENV_DEEP_AND_WIDE, id="nesting-and-64-bits"),
     ],
 )
 async def test_malformed_openenv_messages_get_openenv_errors_and_the_socket_lives_on(server, cases):
