@@ -99,6 +99,8 @@ Request = Reset | Step | GetState | Close | Fork | Checkpoint
 
 
 class Opened(Frame, tag="opened"):
+    """The session is open. ``tools``: the environment's tools (name, description, input_schema), when it has any."""
+
     session_id: str
     resume_token: str
     env: str
@@ -108,6 +110,7 @@ class Opened(Frame, tag="opened"):
     resumed: bool = False
     last_applied: int = 0
     version: int = PROTOCOL_VERSION
+    tools: Raw = NIL  # a plain default (not a factory): omitted from the frame when there are no tools
 
 
 class Event(Frame, tag="event"):

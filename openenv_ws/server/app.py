@@ -94,7 +94,8 @@ async def list_envs(request: HTTPRequest) -> JSONResponse:
     return JSONResponse(
         {
             "envs": [
-                {"name": name, "target": spec.target, "schemas": spec.schemas} for name, spec in manager.specs.items()
+                {"name": name, "target": spec.target, "schemas": spec.schemas, "tools": spec.tools}
+                for name, spec in manager.specs.items()
             ]
         }
     )
