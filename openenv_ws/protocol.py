@@ -20,6 +20,11 @@ import msgspec
 
 PROTOCOL_VERSION = 1
 
+MCP_PATH = "/v1/sessions/{session_id}/mcp"
+"""Where a session's tools are served over MCP (streamable HTTP)."""
+SESSION_TOKEN_HEADER = "X-Session-Token"
+"""The HTTP header that carries a session's credential (its resume token) to its MCP endpoint."""
+
 Raw = msgspec.Raw
 
 NIL = Raw(b"\xc0")

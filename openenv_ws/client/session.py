@@ -36,6 +36,8 @@ from ..errors import (
     from_frame,
 )
 from ..protocol import (
+    MCP_PATH,
+    SESSION_TOKEN_HEADER,
     Checkpoint,
     Checkpointed,
     Close,
@@ -214,6 +216,19 @@ class EnvSession:
     ) -> StepResult:
         """Call one of the environment's tools: a step whose action is ``{"tool": name, "arguments": ...}``."""
         return await self.step({"tool": name, "arguments": arguments or {}}, timeout=timeout, on_event=on_event)
+
+    @property
+    def mcp_url(self) -> str:
+        """This session's MCP endpoint (streamable HTTP): its tools for any MCP client."""
+        parts = urlsplit(self.url)
+        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+        path = MCP_PATH.format(session_id=self.session_id)
+        return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+    @property
+    def mcp_headers(self) -> dict[str, str]:
+        """The headers an MCP client sends to :attr:`mcp_url`: the session's credential (and the server's token)."""
+        return {**self.headers, SESSION_TOKEN_HEADER: self._core.resume_token}
 
     async def state(self, *, timeout: float | None = None) -> Any:
         reply = await self._request(GetState(), timeout)

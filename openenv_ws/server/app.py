@@ -1,4 +1,4 @@
-"""The Starlette application: health, environment listing, and the session socket."""
+"""The Starlette application: health, environment listing, the session socket, and each session's MCP endpoint."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from ..protocol import MCP_PATH
 from ..record import WRITER
 from ..registry import EnvSpec, resolve
 from ..sandbox import Backend, create_backend
 from .auth import TokenAuth
 from .config import ServerConfig
 from .connection import session_socket
+from .mcp import SessionTools
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .mux import mux_socket
 from .sessions import SessionManager
@@ -47,6 +49,7 @@ def create_app(
     specs = [resolve(e) if isinstance(e, str) else e for e in (envs if isinstance(envs, list) else [envs])]
     sandbox_backend = create_backend(backend) if isinstance(backend, str) else backend
     manager = SessionManager({s.name: s for s in specs}, sandbox_backend, config)
+    tools = SessionTools.of(manager)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -69,6 +72,8 @@ def create_app(
             WebSocketRoute("/v1/mux", mux_socket),
             # Operator tooling: live frames of one session (inspector --follow), Prometheus metrics.
             WebSocketRoute("/v1/sessions/{session_id}/watch", watch_socket),
+            # A session's tools for MCP clients (streamable HTTP): server/mcp.py.
+            Route(MCP_PATH, tools.endpoint, methods=["GET", "POST", "DELETE"]),
             Route("/metrics", metrics),
             *(route for extension in extensions for route in extension(manager)),
         ],
