@@ -17,6 +17,7 @@ from .errors import (
     UnknownEnvError,
     ValidationError,
 )
+from .toolbox import ToolCall, ToolError, tool
 from .tuning import tune_gc
 from .version import __version__
 
@@ -69,6 +70,8 @@ __all__ = [
     "StepResult",
     "SyncEnvSession",
     "SyncEnvironment",
+    "ToolCall",
+    "ToolError",
     "UnknownEnvError",
     "ValidationError",
     "__version__",
@@ -76,5 +79,6 @@ __all__ = [
     "connect_sync",
     "multiplex",
     "run_episodes",
+    "tool",
     "tune_gc",
 ]
