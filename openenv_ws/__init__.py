@@ -18,6 +18,7 @@ from .errors import (
     UnknownEnvError,
     ValidationError,
 )
+from .toolbox import ToolCall, ToolError, tool
 from .tuning import tune_gc
 from .version import __version__
 
@@ -71,6 +72,8 @@ __all__ = [
     "StepResult",
     "SyncEnvSession",
     "SyncEnvironment",
+    "ToolCall",
+    "ToolError",
     "UnknownEnvError",
     "ValidationError",
     "__version__",
@@ -78,5 +81,6 @@ __all__ = [
     "connect_sync",
     "multiplex",
     "run_episodes",
+    "tool",
     "tune_gc",
 ]

@@ -7,6 +7,9 @@ events before it returns by calling :meth:`Environment.emit`.
 
 Gymnasium semantics: ``terminated`` (the task reached an end state) and ``truncated``
 (cut short, e.g. a step limit) are separate flags.
+
+Tools an agent calls (``@tool`` methods) are in :mod:`openenv_ws.toolbox`; rewards composed
+of named checks in :mod:`openenv_ws.rubrics`.
 """
 
 from __future__ import annotations

@@ -20,6 +20,11 @@ import msgspec
 
 PROTOCOL_VERSION = 1
 
+MCP_PATH = "/v1/sessions/{session_id}/mcp"
+"""Where a session's tools are served over MCP (streamable HTTP)."""
+SESSION_TOKEN_HEADER = "X-Session-Token"
+"""The HTTP header that carries a session's credential (its resume token) to its MCP endpoint."""
+
 Raw = msgspec.Raw
 
 NIL = Raw(b"\xc0")
@@ -99,6 +104,8 @@ Request = Reset | Step | GetState | Close | Fork | Checkpoint
 
 
 class Opened(Frame, tag="opened"):
+    """The session is open. ``tools``: the environment's tools (name, description, input_schema), when it has any."""
+
     session_id: str
     resume_token: str
     env: str
@@ -108,6 +115,7 @@ class Opened(Frame, tag="opened"):
     resumed: bool = False
     last_applied: int = 0
     version: int = PROTOCOL_VERSION
+    tools: Raw = NIL  # a plain default (not a factory): omitted from the frame when there are no tools
 
 
 class Event(Frame, tag="event"):

@@ -10,6 +10,7 @@ from typing import Any
 
 from .env import Environment, schemas
 from .errors import UnknownEnvError
+from .toolbox import tool_specs
 
 ENTRY_POINT_GROUP = "openenv_ws.envs"
 
@@ -25,6 +26,11 @@ class EnvSpec:
     @cached_property
     def schemas(self) -> dict[str, Any]:
         return schemas(self.cls)
+
+    @cached_property
+    def tools(self) -> list[dict[str, Any]]:
+        """The environment's tools as published (empty when it has none)."""
+        return tool_specs(self.cls)
 
 
 def builtin_envs() -> dict[str, str]:

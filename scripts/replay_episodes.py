@@ -58,6 +58,8 @@ EPISODES: dict[str, tuple[dict[str, Any], Script]] = {
             ("step", {"move": "b2"}),
             ("step", {"move": "b2"}),
             ("step", {"move": "a1"}),
+            ("step", {"tool": "play", "arguments": {"move": "c3"}}),  # the same move, as a tool call
+            ("step", {"tool": "play", "arguments": {"square": "c1"}}),
         ],
     ),
     "coding": (
@@ -74,7 +76,13 @@ EPISODES: dict[str, tuple[dict[str, Any], Script]] = {
                     "    return 'FizzBuzz' if n % 15 == 0 else 'Fizz' if n % 3 == 0 else 'Buzz' if n % 5 == 0 else n"
                 },
             ),
+            ("step", {"tool": "run_python", "arguments": {"code": "print(fizzbuzz(15))"}}),
+            ("step", {"tool": "run_python", "arguments": {"source": "1"}}),
             ("state", None),
+            (
+                "step",
+                {"tool": "submit", "arguments": {"code": "fizzbuzz = lambda n: [str(i) for i in range(1, n + 1)]"}},
+            ),
         ],
     ),
     "shell": (
@@ -86,6 +94,11 @@ EPISODES: dict[str, tuple[dict[str, Any], Script]] = {
             ("step", {"command": "cat missing.txt"}),
             ("step", {"command": "mkdir -p sub && cd sub && ls ..; export X=1"}),
             ("step", {"command": "echo $X"}),
+            ("step", {"tool": "write_file", "arguments": {"path": "notes/a.txt", "content": "one\ntwo\n"}}),
+            ("step", {"tool": "read_file", "arguments": {"path": "notes/a.txt"}}),
+            ("step", {"tool": "read_file", "arguments": {"path": "missing.txt"}}),
+            ("step", {"tool": "run", "arguments": {"command": "cat notes/a.txt | wc -l"}}),
+            ("step", {"tool": "run", "arguments": {"command": 7}}),
             ("state", None),
         ],
     ),

@@ -10,6 +10,8 @@ from typing import Any
 from msgspec import Struct
 
 from openenv_ws.env import Action, Environment, Observation, State, StepResult, SyncEnvironment
+from openenv_ws.rubrics import AtEnd, Scoring, check
+from openenv_ws.toolbox import ToolCall, ToolError, tool
 
 
 class FlakyAction(Action):
@@ -86,9 +88,17 @@ class SyncCounterEnv(SyncEnvironment):
         return StepResult(observation=CounterObservation(total=self.total))
 
     def step(self, action: CounterAction) -> StepResult:
+        return self._add(action.add)
+
+    @tool
+    def add(self, amount: int) -> StepResult[CounterObservation]:
+        """Add to the total (a tool of a blocking environment: it runs on a worker thread)."""
+        return self._add(amount)
+
+    def _add(self, amount: int) -> StepResult:
         time.sleep(0.001)  # blocking on purpose: must not stall the event loop
-        self.emit({"adding": action.add})
-        self.total += action.add
+        self.emit({"adding": amount})
+        self.total += amount
         self.steps += 1
         done = self.total >= self.target
         return StepResult(observation=CounterObservation(total=self.total), reward=float(done), terminated=done)
@@ -156,3 +166,66 @@ class SealedEnv(LuckyEnv):
 
     name = "sealed"
     state_capture = "none"
+
+
+@check
+def answer(turn: Any) -> bool:
+    """The note named ``answer`` says 42 when the episode ends."""
+    return turn.observation.get("notes", {}).get("answer") == "42"
+
+
+class NotesEnv(Environment):
+    """Tools only: a notebook. ``write`` streams an event (and may wait), ``read`` of a missing note is an
+    error the model reads, ``finish`` ends the episode; an end-of-episode rubric checks the answer."""
+
+    name = "notes"
+    action_type = ToolCall
+    rubric = AtEnd(answer, name="final")
+
+    def __init__(self) -> None:
+        self.notes: dict[str, str] = {}
+        self.writes = 0
+        self.steps = 0
+        self.scoring = Scoring(self.rubric)
+
+    async def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> StepResult:
+        self.notes, self.steps = {}, 0
+        self.scoring.start({"notes": {}})
+        return StepResult(observation={"notes": {}})
+
+    @tool
+    async def write(self, key: str, text: str, delay_s: float = 0.0) -> StepResult:
+        """Store a note.
+
+        Args:
+            key: The note's name.
+            text: What it says.
+            delay_s: Seconds to wait before storing it.
+        """
+        import anyio
+
+        await self.emit({"writing": key})
+        await anyio.sleep(delay_s)
+        self.notes[key] = text
+        self.writes += 1
+        return await self._done({"write": key})
+
+    @tool
+    async def read(self, key: str) -> str:
+        """The text of a note."""
+        self.steps += 1
+        if key not in self.notes:
+            raise ToolError(f"no note named {key!r}")
+        return self.notes[key]
+
+    @tool(name="finish", description="End the episode; the answer note is checked.")
+    async def finish_episode(self) -> StepResult:
+        return await self._done({"finish": True}, terminated=True)
+
+    async def _done(self, action: Any, terminated: bool = False) -> StepResult:
+        self.steps += 1
+        result = StepResult(observation={"notes": dict(self.notes)}, reward=0.0, terminated=terminated)
+        return await self.scoring.score(action, result)
+
+    async def state(self) -> State:
+        return State(step_count=self.steps)

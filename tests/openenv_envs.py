@@ -1,7 +1,8 @@
-"""A small environment written against the real OpenEnv package, for the compatibility tests.
+"""Small environments written against the real OpenEnv package, for the compatibility tests.
 
-Served two ways: by OpenEnv's own app factory (``make_app``, under uvicorn) and by
-openenv-ws through the adapter (``AdaptedWordEnv``).
+``WordEnv`` is served two ways: by OpenEnv's own app factory (``make_app``, under uvicorn) and by
+openenv-ws through the adapter (``AdaptedWordEnv``). ``CalcEnv`` is an OpenEnv MCP environment
+(FastMCP tools), served by openenv-ws as ``AdaptedCalcEnv``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from typing import Any
 # small machine, per process); these tests do not use the UI, so it is kept out.
 sys.modules.setdefault("gradio", None)  # type: ignore[arg-type]
 
+from fastmcp import FastMCP  # noqa: E402
 from openenv.core.env_server.interfaces import Environment  # noqa: E402
+from openenv.core.env_server.mcp_environment import MCPEnvironment  # noqa: E402
+from openenv.core.env_server.mcp_types import CallToolAction, CallToolObservation  # noqa: E402
 from openenv.core.env_server.types import Action, Observation, State  # noqa: E402
 
 from openenv_ws.openenv import from_openenv  # noqa: E402
@@ -70,3 +74,56 @@ def make_app() -> Any:
 
 AdaptedWordEnv = from_openenv(WordEnv, WordAction, WordObservation, State, name="words")
 """The same environment served by openenv-ws (``openenv-ws serve tests.openenv_envs:AdaptedWordEnv``)."""
+
+
+def calc_server() -> FastMCP:
+    """The MCP server of ``CalcEnv``: one tool of each kind of result."""
+    mcp = FastMCP("calc")
+
+    @mcp.tool
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    @mcp.tool
+    def describe(word: str, times: int = 1) -> dict:
+        """Facts about a word."""
+        return {"word": word * times, "length": len(word) * times}
+
+    @mcp.tool
+    def fail(reason: str) -> str:
+        """Always fails, saying why."""
+        raise ValueError(reason)
+
+    return mcp
+
+
+class CalcEnv(MCPEnvironment):
+    """An OpenEnv MCP environment: its actions are tool calls; calls are counted in its state."""
+
+    def __init__(self) -> None:
+        super().__init__(calc_server())
+        self._state = State(episode_id=None, step_count=0)
+
+    def reset(self, seed: int | None = None, episode_id: str | None = None, **kwargs: Any) -> Observation:
+        self._state = State(episode_id=episode_id or f"seed-{seed}", step_count=0)
+        return Observation(metadata={"seed": seed})
+
+    def step(self, action: Action, timeout_s: float | None = None, **kwargs: Any) -> Observation:  # type: ignore[override]
+        self._state.step_count += 1
+        return super().step(action, timeout_s=timeout_s, **kwargs)
+
+    async def step_async(self, action: Action, timeout_s: float | None = None, **kwargs: Any) -> Observation:  # type: ignore[override]
+        self._state.step_count += 1
+        return await super().step_async(action, timeout_s=timeout_s, **kwargs)
+
+    def _step_impl(self, action: Action, timeout_s: float | None = None, **kwargs: Any) -> Observation:
+        return Observation(metadata={"unsupported": type(action).__name__})
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+
+AdaptedCalcEnv = from_openenv(CalcEnv, CallToolAction, CallToolObservation, State, name="calc")
+"""The OpenEnv MCP environment served by openenv-ws: its tools are ours."""

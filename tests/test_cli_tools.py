@@ -71,6 +71,13 @@ def test_validate_passes_a_conforming_env():
     assert "ignoring state.episode_id" in result.stdout and lines[-1] == "all 7 checks passed"
 
 
+def test_validate_checks_the_tools_of_an_env_of_tool_calls():
+    result = openenv_ws("validate", "tests.helper_envs:NotesEnv")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '3 steps with {"tool":"write","arguments":{"key":"a","text":"a"}}' in result.stdout
+    assert "PASS  tools                  write, read, finish; an unknown tool is refused at $.tool" in result.stdout
+
+
 def test_validate_finds_undeclared_nondeterminism(start_server):
     result = openenv_ws("validate", "tests.tooling_envs:CoinEnv")
     assert result.returncode == 1

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from openenv_ws.env import Action, Observation, SandboxSettings, State, StepResult
+from openenv_ws.rubrics import Scoring, check
+from openenv_ws.toolbox import error_result, tool
 
 from .._lib.child import ChildProcess, Reply, base_environ, ended
 from .._lib.process_env import ProcessEnvironment
@@ -16,11 +18,12 @@ from .._lib.tasks import load_tasks
 DRIVER = str(Path(__file__).with_name("driver.py"))
 
 Status = Literal["ready", "ok", "error", "timeout", "crashed"]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 
 class CodeAction(Action):
     code: str
-    timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    timeout_s: Seconds | None = None
     """Seconds the code may run (default: the ``timeout_s`` option; capped by ``max_timeout_s``)."""
 
 
@@ -52,11 +55,19 @@ class CodeState(State):
     tests_total: int = 0
 
 
+@check
+def tests_passed(turn: Any) -> float:
+    """The fraction of the task's hidden tests that pass after the step."""
+    observation = turn.observation
+    return observation.tests_passed / observation.tests_total if observation.tests_total else 0.0
+
+
 class CodingEnvironment(ProcessEnvironment):
     """Multi-turn Python: each step runs a cell in a persistent interpreter (a child process).
 
     With a task, every step also runs the task's hidden tests against the interpreter's namespace:
-    reward = the fraction passed, ``terminated`` once all pass.
+    reward = the fraction passed (the rubric ``tests_passed``), ``terminated`` once all pass.
+    Tools: ``run_python`` (a step's cell) and ``submit`` (a final answer: the episode ends).
     """
 
     name = "coding"
@@ -67,10 +78,13 @@ class CodingEnvironment(ProcessEnvironment):
     nondeterministic_fields = ("state.episode_id", "observation.duration_s", "events")
     # The worker, its interpreter and whatever the code starts (threads count as pids).
     sandbox = SandboxSettings(pids=256, memory="512m")
+    rubric = tests_passed
+    """Applied when a task is set; without one the reward is 0."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._state = CodeState()
+        self.scoring = Scoring(None)
 
     def _tasks(self) -> dict[str, dict[str, Any]]:
         return load_tasks(__file__)
@@ -88,13 +102,48 @@ class CodingEnvironment(ProcessEnvironment):
         self._state = CodeState(episode_id=self.episode_id, task=self.task_name)
         if task is not None:
             self._state.tests_total = len(task["tests"])
-        return StepResult(
-            observation=CodeObservation(
-                task=self.task_name, prompt=task["prompt"] if task else "", tests_total=self._state.tests_total
-            )
+        first = CodeObservation(
+            task=self.task_name, prompt=task["prompt"] if task else "", tests_total=self._state.tests_total
         )
+        self.scoring = Scoring(self.rubric if task is not None else None)
+        self.scoring.start(first)
+        return StepResult(observation=first)
 
     async def step(self, action: CodeAction) -> StepResult:
+        return await self.scoring.score(action, await self._run(action))
+
+    @tool
+    async def run_python(self, code: str, timeout_s: Seconds | None = None) -> StepResult[CodeObservation]:
+        """Run Python code in the episode's persistent interpreter, like a notebook cell.
+
+        Names defined by earlier calls are still there. The result has stdout, stderr, the value of the
+        final expression (repr), the exception if one was raised, and with a task how many hidden tests pass.
+
+        Args:
+            code: Python source: statements, optionally ending in an expression whose value is returned.
+            timeout_s: Seconds the code may run (default: the episode's timeout; capped).
+        """
+        action = CodeAction(code=code, timeout_s=timeout_s)
+        return await self.scoring.score(action, await self._run(action))
+
+    @tool
+    async def submit(self, code: str | None = None) -> StepResult[CodeObservation]:
+        """Submit the solution of the task and end the episode; the reward is the fraction of hidden tests passed.
+
+        Args:
+            code: Python source run first, e.g. the final version of the function (optional).
+        """
+        if self.task is None:
+            self._state.step_count += 1
+            message = "this episode has no task: there is nothing to submit (use run_python)"
+            return error_result(message, truncated=self._truncated(self._state.step_count))
+        action = CodeAction(code=code or "", timeout_s=None)
+        result = await self._run(action)
+        result.terminated = True
+        return await self.scoring.score(action, result)
+
+    async def _run(self, action: CodeAction) -> StepResult:
+        """Run one cell, then the task's hidden tests; the result before the rubric rewards it."""
         self._state.step_count += 1
         request = json.dumps({"op": "exec", "code": action.code}).encode() + b"\n"
         timeout = self._timeout(action.timeout_s)
@@ -103,16 +152,15 @@ class CodingEnvironment(ProcessEnvironment):
         if obs.interpreter_restarted:
             await self._restart()
             self._state.interpreter_restarts += 1
-        reward, terminated = 0.0, False
+        terminated = False
         if self.task is not None:
             obs.tests_passed = await self._check()
             obs.tests_total = self._state.tests_total
             self._state.tests_passed = obs.tests_passed
-            reward = obs.tests_passed / obs.tests_total
             terminated = obs.tests_passed == obs.tests_total
         obs.task = self.task_name
         return StepResult(
-            observation=obs, reward=reward, terminated=terminated, truncated=self._truncated(self._state.step_count)
+            observation=obs, reward=0.0, terminated=terminated, truncated=self._truncated(self._state.step_count)
         )
 
     def _observe(self, reply: Reply, timeout: float) -> CodeObservation:

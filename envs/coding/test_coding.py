@@ -6,6 +6,7 @@ import anyio
 import pytest
 
 from openenv_ws.errors import ValidationError
+from openenv_ws.toolbox import call_tool
 from openenv_ws_envs._lib.child import ChildProcess, running
 from openenv_ws_envs.coding import CodeAction, CodingEnvironment
 
@@ -113,6 +114,7 @@ async def test_a_task_rewards_the_fraction_of_hidden_tests_passed():
     # Only right for numbers below 3: passes the n=0 and n=1 tests.
     r = await env.step(CodeAction(code="def fizzbuzz(n):\n    return [str(i) for i in range(1, n + 1)]"))
     assert r.observation.tests_passed == 2 and r.reward == pytest.approx(0.4) and not r.terminated
+    assert r.info == {"scores": {"tests_passed": pytest.approx(0.4)}}  # the rubric's component
     # An object equal to everything does not fool the tests: results are compared as JSON.
     r = await env.step(CodeAction(code="class Any:\n    __eq__ = lambda s, o: True\nfizzbuzz = lambda n: Any()"))
     assert r.reward == 0.0
@@ -135,3 +137,25 @@ async def test_tasks_are_chosen_by_name_or_seed_and_bad_options_fail_early():
         CodingEnvironment(task="nope")
     with pytest.raises(ValidationError, match="timeout_s"):
         CodingEnvironment(timeout_s=0)
+
+
+async def test_the_tools_run_cells_and_submit_ends_the_episode():
+    env = CodingEnvironment(task="fizzbuzz")
+    await env.reset()
+    code = "def fizzbuzz(n):\n    return [str(i) for i in range(1, n + 1)]\nprint('ok')"
+    r = await call_tool(env, "run_python", {"code": code, "timeout_s": 5})
+    assert r.observation.stdout == "ok\n" and r.reward == pytest.approx(0.4) and not r.terminated
+    with pytest.raises(ValidationError) as bad:
+        await call_tool(env, "run_python", {"code": "1", "timeout_s": 0})
+    assert bad.value.path == "$.arguments.timeout_s"
+    r = await call_tool(env, "submit", {})
+    await env.close()
+    assert r.terminated and r.reward == pytest.approx(0.4) and r.observation.tests_passed == 2
+    assert (await env.state()).step_count == 2
+
+
+async def test_without_a_task_there_is_nothing_to_submit(env):
+    r = await call_tool(env, "submit", {"code": "x = 1"})
+    assert r.info["tool_error"].startswith("this episode has no task") and not r.done and r.reward is None
+    r = await call_tool(env, "run_python", {"code": "1 + 1"})
+    assert r.observation.value == "2" and r.reward == 0.0 and r.info == {}

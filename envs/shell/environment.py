@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Annotated, Any
@@ -8,18 +9,21 @@ import anyio
 import msgspec
 
 from openenv_ws.env import Action, Observation, SandboxSettings, State, StepResult
+from openenv_ws.rubrics import Scoring, check
+from openenv_ws.toolbox import ToolError, error_result, tool
 
-from .._lib.child import ChildProcess, base_environ
+from .._lib.child import Capture, ChildProcess, base_environ
 from .._lib.process_env import ProcessEnvironment
 from .._lib.tasks import load_tasks
 
 SESSION_SCRIPT = str(Path(__file__).with_name("session.sh"))
 BASH = ["bash", "--noprofile", "--norc"]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 
 class ShellAction(Action):
     command: str
-    timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    timeout_s: Seconds | None = None
     """Seconds the command may run (default: the ``timeout_s`` option; capped by ``max_timeout_s``)."""
 
 
@@ -48,11 +52,18 @@ class ShellState(State):
     solved: bool = False
 
 
+@check
+def solved(turn: Any) -> bool:
+    """The task's checker script passed after the step (exit status 0)."""
+    return turn.observation.solved
+
+
 class ShellEnvironment(ProcessEnvironment):
     """A persistent bash per episode, in a fresh workspace directory.
 
     With a task, the task's setup script fills the workspace first, and after every step its
-    checker script decides: exit status 0 is solved (reward 1, ``terminated``).
+    checker script decides: exit status 0 is solved (the rubric ``solved``: reward 1, ``terminated``).
+    Tools: ``run`` (a step's command), ``read_file`` and ``write_file`` (files of the workspace).
     """
 
     name = "shell"
@@ -70,11 +81,14 @@ class ShellEnvironment(ProcessEnvironment):
         "observation.duration_s",
     )
     sandbox = SandboxSettings(pids=256)
+    rubric = solved
+    """Applied when a task is set; without one the reward is 0."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._expected = ""
         self._state = ShellState()
+        self.scoring = Scoring(None)
 
     def _tasks(self) -> dict[str, dict[str, Any]]:
         return load_tasks(__file__)
@@ -116,9 +130,60 @@ class ShellEnvironment(ProcessEnvironment):
         path = self.workspace.path
         self._state = ShellState(episode_id=self.episode_id, cwd=path, workspace=path, task=self.task_name)
         prompt = self.task["prompt"] if self.task else ""
-        return StepResult(observation=ShellObservation(cwd=path, task=self.task_name, prompt=prompt))
+        first = ShellObservation(cwd=path, task=self.task_name, prompt=prompt)
+        self.scoring = Scoring(self.rubric if self.task is not None else None)
+        self.scoring.start(first)
+        return StepResult(observation=first)
 
     async def step(self, action: ShellAction) -> StepResult:
+        return await self._conclude(action, await self._run(action))
+
+    @tool
+    async def run(self, command: str, timeout_s: Seconds | None = None) -> StepResult[ShellObservation]:
+        """Run a command line in the episode's persistent bash shell (stdout and stderr interleaved).
+
+        The working directory, variables and functions persist between calls; commands read no input.
+
+        Args:
+            command: The bash command line to run.
+            timeout_s: Seconds it may run before it is interrupted (default: the episode's timeout; capped).
+        """
+        action = ShellAction(command=command, timeout_s=timeout_s)
+        return await self._conclude(action, await self._run(action))
+
+    @tool
+    async def read_file(self, path: str) -> StepResult[ShellObservation]:
+        """Read a text file of the workspace; its text is the result's output (long files keep head and tail).
+
+        Args:
+            path: The file, relative to the shell's working directory (or absolute, inside the workspace).
+        """
+        self._state.step_count += 1
+        try:
+            text, truncated = await anyio.to_thread.run_sync(self._read, self._inside(path), path)
+        except ToolError as exc:
+            return self._refused(exc)
+        obs = ShellObservation(output=text, exit_code=0, output_truncated=truncated)
+        return await self._conclude({"read_file": path}, obs)
+
+    @tool
+    async def write_file(self, path: str, content: str) -> StepResult[ShellObservation]:
+        """Write a text file in the workspace (replacing it; missing directories are made).
+
+        Args:
+            path: The file, relative to the shell's working directory (or absolute, inside the workspace).
+            content: The file's whole new text.
+        """
+        self._state.step_count += 1
+        try:
+            size = await anyio.to_thread.run_sync(_write, self._inside(path), content, path)
+        except ToolError as exc:
+            return self._refused(exc)
+        obs = ShellObservation(output=f"wrote {size} bytes to {path}\n", exit_code=0)
+        return await self._conclude({"write_file": path}, obs)
+
+    async def _run(self, action: ShellAction) -> ShellObservation:
+        """Run one command line; the observation before the task's checker has looked."""
         self._state.step_count += 1
         request = action.command.replace("\0", "").encode() + b"\0"
         reply = await self.child.request(request, timeout=self._timeout(action.timeout_s), on_output=self._stream)
@@ -128,7 +193,6 @@ class ShellEnvironment(ProcessEnvironment):
             timed_out=reply.interrupted,
             output_truncated=output.truncated,
             duration_s=round(reply.duration_s, 6),
-            task=self.task_name,
         )
         if reply.payload is not None:
             code, _, cwd = reply.payload.decode(errors="replace").partition(" ")
@@ -139,15 +203,61 @@ class ShellEnvironment(ProcessEnvironment):
             self._state.shell_restarts += 1
             self._state.cwd = self.workspace.path
             await self._restart()
-        obs.cwd = self._state.cwd
-        reward = 0.0
+        return obs
+
+    async def _conclude(self, action: Any, obs: ShellObservation) -> StepResult:
+        """After any step: the task's checker decides whether it is solved; the rubric rewards it."""
+        obs.cwd, obs.task = self._state.cwd, self.task_name
         if self.task is not None:
             status, _ = await self._script(self.task["check"], EXPECTED=self._expected)
             obs.solved = self._state.solved = status == 0
-            reward = float(obs.solved)
-        return StepResult(
-            observation=obs, reward=reward, terminated=obs.solved, truncated=self._truncated(self._state.step_count)
+        result = StepResult(
+            observation=obs, reward=0.0, terminated=obs.solved, truncated=self._truncated(self._state.step_count)
         )
+        return await self.scoring.score(action, result)
+
+    def _refused(self, exc: ToolError) -> StepResult:
+        """A file tool's failure, as a result the model reads; it still counts towards ``max_steps``."""
+        return error_result(str(exc), truncated=self._truncated(self._state.step_count))
+
+    def _inside(self, path: str) -> str:
+        """``path`` resolved against the shell's directory; a path leading out of the workspace is refused.
+
+        A convenience for the model, not a boundary: the shell itself reads whatever the sandbox's user can.
+        """
+        root = os.path.realpath(self.workspace.path)
+        target = os.path.realpath(os.path.join(self._state.cwd or root, path))
+        if target != root and not target.startswith(root + os.sep):
+            raise ToolError(f"{path}: outside the workspace")
+        return target
+
+    def _read(self, target: str, shown: str) -> tuple[str, bool]:
+        limit = self.max_output_chars
+        try:
+            with open(target, "rb") as file:
+                head = file.read(4 * limit)
+                tail = b""
+                if file.read(1):  # longer: keep its end too
+                    file.seek(-2 * limit, os.SEEK_END)
+                    tail = file.read()
+        except OSError as exc:
+            raise ToolError(f"cannot read {shown}: {exc.strerror or exc}") from None
+        capture = Capture(limit)
+        capture.add(head.decode(errors="replace"))
+        if tail:
+            capture.add("\n... \n" + tail.decode(errors="replace"))
+        return capture.text(), capture.truncated or bool(tail)
 
     async def state(self) -> ShellState:
         return self._state
+
+
+def _write(target: str, content: str, shown: str) -> int:
+    data = content.encode()
+    try:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as file:
+            file.write(data)
+    except OSError as exc:
+        raise ToolError(f"cannot write {shown}: {exc.strerror or exc}") from None
+    return len(data)

@@ -6,6 +6,7 @@ import anyio
 import pytest
 
 from openenv_ws.errors import ValidationError
+from openenv_ws.toolbox import call_tool
 from openenv_ws_envs._lib.child import ChildProcess, running
 from openenv_ws_envs.shell import ShellAction, ShellEnvironment
 
@@ -124,3 +125,37 @@ async def test_bad_options_fail_early():
     env = ShellEnvironment()
     with pytest.raises(ValidationError, match="unknown reset options"):
         await env.reset(options={"tsak": "count_errors"})
+
+
+async def test_the_tools_run_commands_and_read_and_write_files(env):
+    r = await call_tool(env, "run", {"command": "mkdir sub && cd sub && echo hi > a.txt"})
+    assert r.observation.exit_code == 0 and r.observation.cwd == f"{env.workspace.path}/sub"
+    assert (await call_tool(env, "read_file", {"path": "a.txt"})).observation.output == "hi\n"  # from the shell's cwd
+    r = await call_tool(env, "write_file", {"path": "deep/b.txt", "content": "x y"})
+    assert r.observation.output == "wrote 3 bytes to deep/b.txt\n" and r.observation.exit_code == 0
+    assert (await run(env, "cat deep/b.txt")).output == "x y"
+    missing = await call_tool(env, "read_file", {"path": "nope.txt"})
+    assert missing.observation["error"].startswith("cannot read") and "No such file" in missing.info["tool_error"]
+    await run(env, "ln -s /etc etc-link")
+    for path in ("/etc/hostname", "../../etc/hostname", "etc-link/hostname"):
+        refused = await call_tool(env, "read_file", {"path": path})
+        assert "outside the workspace" in refused.info["tool_error"], path
+    assert "outside" in (await call_tool(env, "write_file", {"path": "/tmp/x", "content": ""})).info["tool_error"]
+    assert (await env.state()).step_count == 10
+
+
+async def test_a_long_file_keeps_its_head_and_tail(start_env):
+    env = await start_env(ShellEnvironment(max_output_chars=1000))
+    await run(env, "seq 1 100000 > big.txt")
+    r = await call_tool(env, "read_file", {"path": "big.txt"})
+    assert r.observation.output_truncated and len(r.observation.output) < 1100
+    assert r.observation.output.startswith("1\n2\n") and r.observation.output.endswith("99999\n100000\n")
+
+
+async def test_a_task_solved_by_writing_a_file_through_a_tool():
+    env = ShellEnvironment(task="count_errors")
+    await env.reset(seed=4)
+    count = (await call_tool(env, "run", {"command": "grep -c ERROR logs/app.log"})).observation.output.strip()
+    r = await call_tool(env, "write_file", {"path": "answer.txt", "content": count})
+    await env.close()
+    assert r.observation.solved and r.terminated and r.reward == 1.0 and r.info == {"scores": {"solved": 1.0}}

@@ -9,6 +9,7 @@ import msgspec
 from openenv_ws.env import Action, Environment, Observation, State, StepResult
 from openenv_ws.errors import ValidationError
 from openenv_ws.protocol import ErrorCode
+from openenv_ws.toolbox import tool
 
 from .games import GAMES, Game, Turn
 
@@ -55,6 +56,7 @@ class TextGamesEnvironment(Environment):
     game, 0 for any other legal move. A move that breaks the rules changes nothing, costs
     ``invalid_move_penalty`` and is explained in ``message``; after ``max_invalid_moves`` of them the
     episode is truncated. The seed picks the secret word, the number, and the opponent's tie-breaks.
+    The tool ``play`` makes a move, as the action does.
     """
 
     name = "textgames"
@@ -124,6 +126,15 @@ class TextGamesEnvironment(Environment):
         state.outcome = turn.outcome  # type: ignore[assignment]
         reward = {"": 0.0, "win": 1.0, "draw": 0.0, "loss": self._game.loss_reward}[turn.outcome]
         return StepResult(observation=self._observe(self._game, turn), reward=reward, terminated=bool(turn.outcome))
+
+    @tool
+    async def play(self, move: str) -> StepResult[TextGameObservation]:
+        """Make a move in the current game; the result shows the board, feedback and the outcome.
+
+        Args:
+            move: A five-letter word (wordle), a whole number (number), or a cell 1-9 or a1-c3 (tictactoe).
+        """
+        return await self.step(TextGameAction(move=move))
 
     async def state(self) -> TextGameState:
         return self._state

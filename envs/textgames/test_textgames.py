@@ -7,6 +7,7 @@ import random
 import pytest
 
 from openenv_ws.errors import ValidationError
+from openenv_ws.toolbox import call_tool
 from openenv_ws_envs.textgames import TextGameAction, TextGamesEnvironment
 from openenv_ws_envs.textgames.games import NumberGuess, TicTacToe, Wordle, score, words
 
@@ -131,3 +132,12 @@ def test_bad_options_fail_at_construction():
         TextGamesEnvironment(game="chess")
     with pytest.raises(ValidationError, match="bad options for wordle"):
         TextGamesEnvironment(high=5)
+
+
+async def test_the_play_tool_is_a_move():
+    by_action, by_tool = TextGamesEnvironment(game="number"), TextGamesEnvironment(game="number")
+    for env in (by_action, by_tool):
+        await env.reset(seed=7)
+    for move in ("50", "x", "25"):
+        expected = await by_action.step(TextGameAction(move=move))
+        assert await call_tool(by_tool, "play", {"move": move}) == expected

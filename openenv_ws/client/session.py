@@ -36,6 +36,8 @@ from ..errors import (
     from_frame,
 )
 from ..protocol import (
+    MCP_PATH,
+    SESSION_TOKEN_HEADER,
     Checkpoint,
     Checkpointed,
     Close,
@@ -162,6 +164,8 @@ class EnvSession:
         self.backend: str | None = None
         self.action_schema: dict[str, Any] = {}
         self.observation_schema: dict[str, Any] = {}
+        self.tools: list[dict[str, Any]] = []
+        """The environment's tools (``name``, ``description``, ``input_schema``); empty when it has none."""
         self._core = ClientState()
         self._open_key = secrets.token_urlsafe(16)  # the same on every attempt: opening is exactly-once
         self._link: Link | None = None
@@ -201,6 +205,30 @@ class EnvSession:
     ) -> StepResult:
         """Apply one action (a dict or the env's Action Struct). ``on_event`` gets streamed events."""
         return self._result(await self._request(Step(action=pack(action)), timeout, on_event))
+
+    async def call_tool(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        on_event: EventCallback | None = None,
+    ) -> StepResult:
+        """Call one of the environment's tools: a step whose action is ``{"tool": name, "arguments": ...}``."""
+        return await self.step({"tool": name, "arguments": arguments or {}}, timeout=timeout, on_event=on_event)
+
+    @property
+    def mcp_url(self) -> str:
+        """This session's MCP endpoint (streamable HTTP): its tools for any MCP client."""
+        parts = urlsplit(self.url)
+        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+        path = MCP_PATH.format(session_id=self.session_id)
+        return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+    @property
+    def mcp_headers(self) -> dict[str, str]:
+        """The headers an MCP client sends to :attr:`mcp_url`: the session's credential (and the server's token)."""
+        return {**self.headers, SESSION_TOKEN_HEADER: self._core.resume_token}
 
     async def state(self, *, timeout: float | None = None) -> Any:
         reply = await self._request(GetState(), timeout)
@@ -486,6 +514,7 @@ class EnvSession:
         self.backend = opened.backend
         self.action_schema = unpack(opened.action_schema) or {}
         self.observation_schema = unpack(opened.observation_schema) or {}
+        self.tools = unpack(opened.tools) or []
         if self.record is not None and self._recorder is None:
             self._recorder = client_recorder(self.record, opened, self.options)
         self._ready.set()

@@ -41,6 +41,9 @@ class SyncEnvSession:
     def step(self, action: Any, **kw: Any) -> StepResult:
         return self._portal.call(lambda: self._session.step(action, **kw))
 
+    def call_tool(self, name: str, arguments: dict[str, Any] | None = None, **kw: Any) -> StepResult:
+        return self._portal.call(lambda: self._session.call_tool(name, arguments, **kw))
+
     def state(self, **kw: Any) -> Any:
         return self._portal.call(lambda: self._session.state(**kw))
 

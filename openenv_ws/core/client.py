@@ -7,7 +7,9 @@ once even when a resume makes the server send them again. When the connection is
 :meth:`begin_resume` gives the ``open`` frame that resumes the session (with the highest
 number whose reply the client holds), and :meth:`resumed` the calls to send again, in
 order, on the new connection; the server applies each number once, so nothing is lost
-and nothing is applied twice.
+and nothing is applied twice. Another driver of the same session (an MCP client calling
+tools, :mod:`openenv_ws.server.mcp`) takes numbers too: the replies to its requests, and the
+``last_applied`` of a resume, move this client's numbering past them.
 
 The adapter (:class:`openenv_ws.client.session.EnvSession`) owns the sockets, the waiting
 and the timeouts: ``tests/unit/test_core_client.py`` tests these rules without them.
@@ -119,6 +121,7 @@ class ClientState:
     def opened(self, frame: Opened) -> None:
         self.session_id = frame.session_id
         self.resume_token = frame.resume_token
+        self.seq = max(self.seq, frame.last_applied)  # another driver (MCP) may have applied requests meanwhile
 
     def receive(self, frame: ServerFrame) -> Dispatch:
         """Match a frame from the server to what it answers."""
@@ -137,6 +140,11 @@ class ClientState:
                 return None
             return Ended(error, self.fail(error))
         call = self.pending.get(frame.seq)
+        if call is None and frame.seq > self.seq and not isinstance(frame, Pong):
+            # The reply to a request another driver of this session made (a tool call over MCP): our
+            # numbering continues after it, so our next request is not taken for a repeat of it.
+            self.seq = self.last_seen = frame.seq
+            return None
         if call is None or call.ended:
             return None  # a late reply to a call that timed out, or a repeat
         call.reply = frame

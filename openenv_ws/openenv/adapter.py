@@ -2,6 +2,13 @@
 
 The adapter runs inside a sandbox, so it stays at the environment API's level: it imports
 no server, client or sandbox code, and OpenEnv itself (and pydantic) only when it is used.
+
+An OpenEnv MCP environment (an ``MCPEnvironment``: FastMCP tools) keeps its tools: they are
+ours too (:mod:`openenv_ws.toolbox`), with the same names, descriptions and JSON Schemas, and a
+call ``{"tool": name, "arguments": ...}`` is its ``step(CallToolAction(...))``. The call's
+observation is the tool's value (what OpenEnv's ``MCPToolClient.call_tool`` returns), its
+failures results the model reads. The tools are listed from an instance made for the purpose
+(in the server, once) or from the session's own (in its sandbox).
 """
 
 from __future__ import annotations
@@ -12,11 +19,13 @@ from collections.abc import Callable
 from typing import Annotated, Any, ClassVar
 
 import anyio.from_thread
+import anyio.to_thread
 import msgspec
 
 from ..env import StepResult, SyncEnvironment
 from ..errors import ValidationError
-from .wire import error_from_data, step_result
+from ..toolbox import Tool, error_result
+from .wire import error_from_data, json_path, step_result
 
 
 class OpenEnvAdapter(SyncEnvironment):
@@ -30,9 +39,56 @@ class OpenEnvAdapter(SyncEnvironment):
     openenv_env: ClassVar[Callable[..., Any]]
     openenv_action: ClassVar[Any]
     openenv_async: ClassVar[frozenset[str]] = frozenset()
+    openenv_mcp: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         self.inner = self.openenv_env(**options)
+
+    @classmethod
+    def provide_tools(cls, instance: OpenEnvAdapter | None = None) -> list[OpenEnvTool]:
+        """The tools of an OpenEnv MCP environment (none for others): see :mod:`openenv_ws.toolbox`."""
+        if not cls.openenv_mcp:
+            return []
+        from openenv.core.env_server.mcp_environment import get_server_tools
+        from openenv.core.env_server.mcp_types import ListToolsAction
+
+        inner = instance.inner if instance is not None else cls.openenv_env()
+        try:
+            listed = inner.step(ListToolsAction())
+            served = get_server_tools(inner.mcp_server)
+        finally:
+            if instance is None:
+                inner.close()
+        if listed.metadata.get("error"):
+            raise RuntimeError(f"{cls.__name__}: listing its MCP tools failed: {listed.metadata['error']}")
+        tools = []
+        for listed_tool in listed.tools:
+            output = getattr(served.get(listed_tool.name), "output_schema", None)
+            tools.append(
+                OpenEnvTool(
+                    Tool(
+                        name=listed_tool.name,
+                        description=listed_tool.description,
+                        input_schema=listed_tool.input_schema,
+                        output_schema=output or None,
+                    )
+                )
+            )
+        return tools
+
+    def call_mcp_tool(self, name: str, arguments: dict[str, Any]) -> StepResult:
+        """One tool call as the OpenEnv environment's ``step(CallToolAction(...))``."""
+        from openenv.core.env_server.mcp_types import CallToolAction
+
+        observation = self._call("step", {}, CallToolAction(tool_name=name, arguments=arguments))
+        payload = {"reward": observation.reward, "done": observation.done, "metadata": observation.metadata}
+        error, result = observation.error, observation.result
+        if error is not None:
+            failed = error_result(f"{error.error_type.value}: {error.message}")
+            return _with(failed, step_result(payload))
+        if getattr(result, "is_error", False):
+            return _with(error_result(_text(result)), step_result(payload))
+        return step_result({**payload, "observation": _tool_value(result)})
 
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> StepResult:
         kwargs = dict(options or {})
@@ -61,6 +117,61 @@ class OpenEnvAdapter(SyncEnvironment):
         method = getattr(self.inner, f"{name}_async" if asynchronous else name)
         call = functools.partial(method, *args, **_accepted(method, kwargs))
         return anyio.from_thread.run(call) if asynchronous else call()
+
+
+class OpenEnvTool:
+    """A tool of an OpenEnv MCP environment: its arguments checked against its JSON Schema here, run by its env."""
+
+    def __init__(self, spec: Tool) -> None:
+        self.spec = spec
+        self._validator: Any = None
+
+    def decode(self, arguments: msgspec.Raw) -> Any:
+        try:
+            value = msgspec.msgpack.decode(arguments)
+        except msgspec.DecodeError as exc:
+            raise ValidationError(f"undecodable arguments: {exc}", path="$.arguments") from None
+        return self.convert(value)
+
+    def convert(self, arguments: Any) -> dict[str, Any]:
+        if not isinstance(arguments, dict):
+            raise ValidationError(f"the arguments of tool {self.spec.name!r} must be an object", path="$.arguments")
+        if self._validator is None:
+            import jsonschema  # comes with OpenEnv's MCP dependencies
+
+            self._validator = jsonschema.validators.validator_for(self.spec.input_schema)(self.spec.input_schema)
+        error = next(iter(sorted(self._validator.iter_errors(arguments), key=lambda e: list(e.path))), None)
+        if error is not None:
+            path = json_path(list(error.path)) or "$"
+            where = "$.arguments" + path[1:]
+            raise ValidationError(f"invalid arguments for tool {self.spec.name!r}: {error.message}", path=where)
+        return arguments
+
+    async def invoke(self, env: Any, arguments: dict[str, Any]) -> StepResult:
+        return await anyio.to_thread.run_sync(env.call_mcp_tool, self.spec.name, arguments)
+
+
+def _tool_value(result: Any) -> Any:
+    """What a FastMCP tool returned, as plain values: its ``data``, else its structured content, else its text."""
+    data = getattr(result, "data", None)
+    if data is not None:
+        try:
+            return msgspec.to_builtins(data)
+        except TypeError:
+            pass
+    structured = getattr(result, "structured_content", None)
+    return structured if structured is not None else _text(result)
+
+
+def _text(result: Any) -> str:
+    return "\n".join(getattr(block, "text", "") for block in getattr(result, "content", None) or [])
+
+
+def _with(error: StepResult, outcome: StepResult) -> StepResult:
+    """A tool error's result, keeping the reward, termination and info the environment gave the step."""
+    error.reward, error.terminated, error.truncated = outcome.reward, outcome.terminated, outcome.truncated
+    error.info = {**outcome.info, **error.info}
+    return error
 
 
 def _accepted(method: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -114,6 +225,7 @@ def from_openenv(
         # openenv-ws serve mypackage.server:MyEnv
     """
     from openenv.core.env_server.interfaces import Environment as OpenEnvEnvironment
+    from openenv.core.env_server.mcp_environment import MCPEnvironment
 
     asynchronous = frozenset(
         method
@@ -131,5 +243,6 @@ def from_openenv(
         "openenv_env": staticmethod(env),
         "openenv_action": action,
         "openenv_async": asynchronous,
+        "openenv_mcp": inspect.isclass(env) and issubclass(env, MCPEnvironment),
     }
     return type(f"OpenEnv{getattr(env, '__name__', 'Environment')}", (OpenEnvAdapter,), attrs)

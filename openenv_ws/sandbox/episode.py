@@ -2,8 +2,9 @@
 
 The same runner serves the in-process backend (inside the server) and the sandbox
 worker (inside a child process or a container), so an episode behaves identically on
-every backend: validation of actions against the env's typed model, the episode's
-phase (no step before reset, none after it ended), and errors named by code.
+every backend: validation of actions against the env's typed model (or, for a tool
+call, against the tool's arguments), the episode's phase (no step before reset, none
+after it ended), and errors named by code.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from ..protocol import (
     pack,
     split_validation_error,
 )
+from ..toolbox import ToolCall, toolbox
 
 EventSink = Callable[[Event], Awaitable[None]]
 
@@ -45,6 +47,8 @@ class EpisodeRunner:
         self.env = env
         self._sync = isinstance(env, SyncEnvironment)
         self._actions = msgspec.msgpack.Decoder(env.action_type)
+        self._tools = toolbox(type(env), env) or None  # None: one attribute check per step for envs without
+        self._tools_only = env.action_type is ToolCall
         self._phase = "new"  # new -> running -> ended (-> running again on reset)
         self._closed = False
 
@@ -95,6 +99,9 @@ class EpisodeRunner:
                         "the episode has ended (terminated or truncated): call reset() to start another",
                         code=ErrorCode.EPISODE_ENDED,
                     )
+                if self._tools is not None and (self._tools_only or self._tools.is_call(frame.action)):
+                    bound, arguments = self._tools.decode(frame.action)
+                    return self._result(frame.seq, await self._tools.run(self.env, bound, arguments))
                 try:
                     action = self._actions.decode(frame.action)
                 except msgspec.ValidationError as exc:

@@ -1,4 +1,4 @@
-"""The Starlette application: health, environment listing, and the session socket."""
+"""The Starlette application: health, environment listing, the session socket, and each session's MCP endpoint."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from ..protocol import ErrorCode
+from ..protocol import MCP_PATH, ErrorCode
 from ..record import WRITER
 from ..registry import EnvSpec, resolve
 from ..sandbox import Backend, create_backend
@@ -25,6 +25,7 @@ from .config import ServerConfig
 from .connection import session_socket
 from .http_errors import EXCEPTION_HANDLERS, json_error
 from .identity import TokenGrant, TokenTable, identity_of
+from .mcp import SessionTools
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .mux import mux_socket
 from .sessions import SessionManager
@@ -54,6 +55,7 @@ def create_app(
     manager = SessionManager({s.name: s for s in specs}, sandbox_backend, config)
     if config.record_dir:
         WRITER.set_budget(config.record_dir, config.record_max_bytes or None)
+    tools = SessionTools.of(manager)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -76,6 +78,8 @@ def create_app(
             WebSocketRoute("/v1/mux", mux_socket),
             # Operator tooling: live frames of one session (inspector --follow), Prometheus metrics.
             WebSocketRoute("/v1/sessions/{session_id}/watch", watch_socket),
+            # A session's tools for MCP clients (streamable HTTP): server/mcp.py.
+            Route(MCP_PATH, tools.endpoint, methods=["GET", "POST", "DELETE"]),
             Route("/metrics", metrics),
             *(route for extension in extensions for route in extension(manager)),
         ],
@@ -116,7 +120,8 @@ async def list_envs(request: HTTPRequest) -> JSONResponse:
     return JSONResponse(
         {
             "envs": [
-                {"name": name, "target": spec.target, "schemas": spec.schemas} for name, spec in manager.specs.items()
+                {"name": name, "target": spec.target, "schemas": spec.schemas, "tools": spec.tools}
+                for name, spec in manager.specs.items()
             ]
         }
     )

@@ -31,6 +31,7 @@ from ..errors import (
     UnknownEnvError,
 )
 from ..protocol import (
+    NIL,
     PROTOCOL_VERSION,
     Checkpoint,
     Closed,
@@ -126,7 +127,7 @@ class Session:
         spec: EnvSpec,
         sandbox: Sandbox,
         sink: FrameSink | None,
-        schemas: tuple[Raw, Raw],
+        schemas: tuple[Raw, Raw, Raw],
         options: dict[str, Any] | None = None,
         history: EpisodeHistory | None = None,
     ) -> None:
@@ -188,6 +189,7 @@ class Session:
             observation_schema=self._schemas[1],
             resumed=resumed,
             last_applied=self.state.applied,
+            tools=self._schemas[2],
         )
 
     # ------------------------------------------------------------ connections
@@ -369,6 +371,12 @@ class Session:
         }
 
 
+def _published(spec: EnvSpec) -> tuple[Raw, Raw, Raw]:
+    """What every ``opened`` frame of an environment carries, encoded once: its schemas and tools."""
+    tools = pack(spec.tools) if spec.tools else NIL
+    return pack(spec.schemas["action"]), pack(spec.schemas["observation"]), tools
+
+
 class SessionManager:
     """Owns every session and their tasks, enforces the server's bounds, and reaps what expired."""
 
@@ -412,9 +420,7 @@ class SessionManager:
             tasks=self.tasks,
             forget=self._forget,
         )
-        self._schemas = {
-            name: (pack(spec.schemas["action"]), pack(spec.schemas["observation"])) for name, spec in specs.items()
-        }
+        self._schemas = {name: _published(spec) for name, spec in specs.items()}
         self._by_open_key: dict[str, Session | _Opening] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._starting: anyio.Semaphore | None = None

@@ -11,7 +11,11 @@ its reason:
    names the field, and the session goes on;
 6. **no step before reset**: a step before any reset gets ``no_episode``;
 7. **determinism**: two fresh episodes with the same seed and actions give the same answers,
-   apart from the fields the environment declares in ``nondeterministic_fields``.
+   apart from the fields the environment declares in ``nondeterministic_fields``;
+8. **tools** (an environment that has tools): each takes an object of arguments, and a call of a
+   tool that does not exist gets a ``validation`` error at ``$.tool``.
+
+The default action of an environment whose actions are all tool calls calls its first tool.
 
 Exit status: 0 when every check passes, 1 when one fails, 2 when the checks cannot run.
 """
@@ -33,6 +37,7 @@ from .inspector import get_json
 
 BAD_ACTION = "openenv-ws validate: not an action"
 """A string: no action model (a Struct, an object) accepts it."""
+NO_TOOL = "openenv-ws-validate-no-such-tool"
 
 
 @dataclass
@@ -181,7 +186,7 @@ async def validate_url(
 
     if await checks.run("schemas", schemas) is None:
         return report
-    chosen = actions or [example(entry["schemas"]["action"])]
+    chosen = actions or [_default_action(entry)]
     options = {"token": token, "request_timeout": 60.0}
 
     async with connect(url, name, **options) as session:
@@ -241,9 +246,34 @@ async def validate_url(
         skipped = f", ignoring {', '.join(skip)}" if skip else ""
         return f"2 episodes of seed {seed}: {len(runs[0])} answers identical{skipped}"
 
+    async def tools() -> str:
+        listed = entry.get("tools") or []
+        flat = [t["name"] for t in listed if t.get("input_schema", {}).get("type") != "object"]
+        assert not flat, f"the arguments of {', '.join(flat)} are not described as an object"
+        async with connect(url, name, **options) as session:
+            await session.reset(seed=seed)
+            try:
+                await session.call_tool(NO_TOOL)
+            except ValidationError as exc:
+                assert exc.path == "$.tool", f"an unknown tool was refused at {exc.path}, not $.tool"
+            else:
+                raise AssertionError(f"a call of the unknown tool {NO_TOOL!r} was applied")
+        return f"{', '.join(t['name'] for t in listed)}; an unknown tool is refused at $.tool"
+
     await checks.run("bad action", bad_action)
     await checks.run("determinism", determinism)
+    if entry.get("tools"):
+        await checks.run("tools", tools)
     return report
+
+
+def _default_action(entry: dict[str, Any]) -> Any:
+    """An action built from the schema; for an environment of tool calls only, a call of its first tool."""
+    schema = entry["schemas"]["action"]
+    tools = entry.get("tools") or []
+    if tools and schema.get("$ref") == "#/$defs/ToolCall":
+        return {"tool": tools[0]["name"], "arguments": example(tools[0]["input_schema"])}
+    return example(schema)
 
 
 def _declared(name: str) -> tuple[str, ...]:

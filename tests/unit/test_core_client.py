@@ -107,3 +107,16 @@ def test_fail_ends_every_waiting_call_and_keeps_the_first_error():
     assert state.fail(first) == calls
     assert state.fail(second) == []
     assert state.failure is first and all(c.error is first for c in calls)
+
+
+def test_requests_another_driver_made_move_the_numbering_past_them():
+    """An MCP client calling tools in this session takes numbers too (server/mcp.py)."""
+    state = opened(ClientState())
+    first = state.call(wire)
+    assert state.receive(reply(1)) == Answered(first)
+    assert state.receive(Event(seq=2, index=0, data=pack(0))) is None  # its events are not ours
+    assert state.receive(reply(2)) is None and state.receive(reply(3)) is None
+    assert state.call(wire).seq == 4 and state.last_seen == 3
+    # Resumed after others applied more while this client was away: new numbers follow theirs.
+    state.opened(Opened(session_id="s-1", resume_token="tok", env="echo", resumed=True, last_applied=9))
+    assert state.call(wire).seq == 10
