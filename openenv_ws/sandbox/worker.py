@@ -17,6 +17,7 @@ import sys
 import anyio
 import anyio.abc
 
+from ..confine import Confinement, private_paths
 from ..errors import OpenEnvWSError
 from ..protocol import Close, Error, ErrorCode, Open, Opened, ProtocolViolation, decode_client
 from ..registry import load_target
@@ -30,7 +31,9 @@ async def _open(channel: FrameChannel) -> EpisodeRunner | None:
         await channel.send(Error(code=ErrorCode.UNEXPECTED_FRAME, message="expected open", fatal=True))
         return None
     try:
-        runner = await EpisodeRunner.create(load_target(frame.env), frame.options)
+        env_cls = load_target(frame.env)
+        Confinement.from_environ().check_private(private_paths(env_cls))
+        runner = await EpisodeRunner.create(env_cls, frame.options)
     except OpenEnvWSError as exc:
         await channel.send(exc.to_frame(frame.seq))
         return None
