@@ -11,8 +11,11 @@ from openenv_ws.env import Action, Environment, Observation, State, StepResult, 
 
 
 class FlakyAction(Action):
-    op: str = "ok"  # ok | raise | crash | sleep | pid
+    op: str = "ok"  # ok | raise | crash | sleep | pid | print
     seconds: float = 0.0
+    text: str = ""
+    """What ``print`` writes to the process's stdout and stderr (``times`` times each)."""
+    times: int = 1
 
 
 class FlakyObservation(Observation):
@@ -44,6 +47,10 @@ class FlakyEnv(Environment):
             os.kill(os.getpid(), signal.SIGKILL)
         if action.op == "sleep":
             await anyio.sleep(action.seconds)
+        if action.op == "print":
+            for fd in (1, 2):
+                for _ in range(action.times):
+                    os.write(fd, action.text.encode())
         return StepResult(observation=FlakyObservation(op=action.op, pid=os.getpid()), reward=1.0)
 
     async def state(self) -> State:
