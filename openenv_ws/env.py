@@ -39,8 +39,8 @@ class State(msgspec.Struct, kw_only=True):
 class SandboxSettings(msgspec.Struct, kw_only=True, frozen=True):
     """How the environment's sandbox container is built and confined (Docker backend).
 
-    Shut by default: no network, read-only root with a small scratch tmpfs at /tmp, a
-    non-root user, and memory/CPU/pids limits. Opening any of these is a deliberate
+    Shut by default: no network, read-only root with small scratch tmpfs at /tmp and /dev/shm,
+    a non-root user, and memory/CPU/pids limits. Opening any of these is a deliberate
     choice of the environment, made here.
     """
 
@@ -53,9 +53,23 @@ class SandboxSettings(msgspec.Struct, kw_only=True, frozen=True):
     pids: int = 128
     """Process and thread limit (threads count: size it for any thread pool the env uses)."""
     tmpfs_size: str = "64m"
+    tmpfs_exec: bool = False
+    """Whether programs may run from ``/tmp`` (mounted ``noexec`` by default)."""
+    shm_size: str = "16m"
+    """Size of ``/dev/shm``, the second scratch tmpfs (``nosuid,nodev,noexec``); both count towards ``memory``."""
     network: bool = False
     read_only: bool = True
     user: str = "65534:65534"
+    """The worker's user when ``agent_user`` is unset."""
+    agent_user: str | None = None
+    """``uid:gid`` of the processes the env starts for the agent's code (see ``openenv_ws.confine``). When set,
+    the worker runs as root with only the capabilities SETUID, SETGID and KILL, to start those processes as
+    this user and the env's graders as ``grader_user``, and to stop them: the kernel keeps the agent's code
+    away from the worker and the graders (``docs/security.md``)."""
+    grader_user: str = "65533:65533"
+    private_files: tuple[str, ...] = ()
+    """Files beside the env's module that the agent must never read (hidden tests, checkers): the image makes
+    them readable by root only, and a worker whose agent has a uid of its own refuses the env while one is not."""
 
 
 ObsT = TypeVar("ObsT")

@@ -1,17 +1,24 @@
-"""Docker backend figures: warm acquire, cold start, a burst of sessions, memory per container, sessions held.
+"""Docker backend figures: warm acquire, cold start, a burst of sessions, memory per container, sessions held,
+and the step latency of the coding and shell environments.
 
-Starts its own ``openenv-ws serve echo --sandbox docker`` on a free loopback port for each
+Starts its own ``openenv-ws serve ENV --sandbox docker`` on a free loopback port for each
 phase, and after each phase stops it and removes whatever container of it is left, by its
 instance label. Every loop is bounded by a count and by ``--deadline`` seconds.
 
-    python scripts/bench_docker.py --image openenv-ws-test/sandbox:dev        # all phases
+    python scripts/bench_docker.py --image openenv-ws-test/sandbox:dev        # all phases but steps
     python scripts/bench_docker.py --phases warm,cold --samples 50
+    python scripts/bench_docker.py --image openenv-ws/coding:0.1.0 --phases steps --runtime runsc
 
 Phases:
   warm   sequential sessions on a server with ``--pool``: open (acquire + handshake) and first reset
   cold   the same with no pool: each open starts a container
   burst  N sessions at once, time until every one answered its first reset (pool 0, then pool P)
   hold   hold up to H idle sessions; host memory and container memory per session; a step on each
+  steps  the coding and shell envs (the image must hold the env library, e.g. ``openenv-ws build coding``):
+         cold open + first reset of a session with a task, then steps: plain ones, and graded ones
+         (a coding cell followed by the task's hidden tests; a shell command followed by the task's checker)
+
+``--runtime NAME`` runs every container under that OCI runtime (``-B runtime=NAME``: runc, runsc...).
 """
 
 from __future__ import annotations
@@ -66,14 +73,14 @@ def container_memory_mib(container_id: str) -> float | None:
 
 
 class Server:
-    """``openenv-ws serve echo --sandbox docker`` on a free port, stopped and cleaned by its labels."""
+    """``openenv-ws serve ENV --sandbox docker`` on a free port, stopped and cleaned by its labels."""
 
-    def __init__(self, image: str, *args: str) -> None:
+    def __init__(self, image: str, *args: str, env: str = "echo") -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"ws://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "openenv_ws", "serve", "echo", "--sandbox", "docker", "--image", image]
+        cmd = [sys.executable, "-m", "openenv_ws", "serve", env, "--sandbox", "docker", "--image", image]
         cmd += ["--port", str(self.port), "--log-level", "warning", "--max-sessions", "1000", *args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT)
         deadline = time.monotonic() + 60
@@ -108,8 +115,8 @@ class Server:
 
 
 @contextmanager
-def serving(client: docker.DockerClient, image: str, *args: str):
-    server = Server(image, *args)
+def serving(client: docker.DockerClient, image: str, *args: str, env: str = "echo"):
+    server = Server(image, *args, env=env)
     try:
         yield server
     finally:
@@ -182,6 +189,40 @@ async def burst(server: Server, sessions: int, deadline: float) -> dict:
     }
 
 
+# A session of each env with a task, and its actions: a plain one, and one whose step the task grades.
+STEP_ENVS = {
+    "coding": ({"task": "two_sum"}, {"code": "x = 1"}, {"code": "def two_sum(nums, target):\n    return [0, 1]"}),
+    "shell": ({"task": "csv_total"}, {"command": "true"}, {"command": "echo 0 > answer.txt"}),
+}
+
+
+async def steps(server: Server, env_name: str, sessions: int, per_session: int, deadline: float) -> dict:
+    """Cold open + first reset of ``sessions`` sessions one at a time, then ``per_session`` steps of each kind."""
+    options, plain, graded = STEP_ENVS[env_name]
+    opens, plain_s, graded_s = [], [], []
+    for _ in range(sessions):
+        await anyio.sleep(0.2)  # let the previous container's removal finish
+        started = time.perf_counter()
+        async with connect(server.url, env=env_name, options=options, connect_timeout=deadline) as env:
+            await env.reset(seed=1)
+            opens.append(time.perf_counter() - started)
+            for action, into in ((plain, plain_s), (graded, graded_s)):
+                for _ in range(per_session):
+                    t = time.perf_counter()
+                    await env.step(action)
+                    into.append(time.perf_counter() - t)
+    return {
+        "sessions": sessions,
+        "steps_per_kind": len(plain_s),
+        "open_reset_p50_ms": ms(quantile(opens, 0.5)),
+        "open_reset_p99_ms": ms(quantile(opens, 0.99)),
+        "step_p50_ms": ms(quantile(plain_s, 0.5)),
+        "step_p99_ms": ms(quantile(plain_s, 0.99)),
+        "graded_step_p50_ms": ms(quantile(graded_s, 0.5)),
+        "graded_step_p99_ms": ms(quantile(graded_s, 0.99)),
+    }
+
+
 async def hold(server: Server, client: docker.DockerClient, steps: list[int], deadline: float) -> list[dict]:
     """Hold idle sessions, growing to each count in ``steps``; memory and one step on each at every count."""
     base = mem_available_mib()
@@ -241,13 +282,15 @@ async def hold(server: Server, client: docker.DockerClient, steps: list[int], de
 async def main(args: argparse.Namespace) -> dict:
     client = docker.from_env()
     phases = set(args.phases.split(","))
+    if args.runtime:
+        args.server_args = ["-B", f"runtime={args.runtime}", *args.server_args]
     out: dict = {"machine": {"cpus": os.cpu_count(), "mem_available_mib": round(mem_available_mib())}}
     if "warm" in phases:
-        with serving(client, args.image, "--pool", str(args.pool)) as server:
+        with serving(client, args.image, "--pool", str(args.pool), *args.server_args) as server:
             out["warm"] = await sequential_opens(server, args.samples, args.pool, args.deadline)
             print("warm", json.dumps(out["warm"]), flush=True)
     if "cold" in phases:
-        with serving(client, args.image) as server:
+        with serving(client, args.image, *args.server_args) as server:
             out["cold"] = await sequential_opens(server, max(10, args.samples // 3), 0, args.deadline)
             print("cold", json.dumps(out["cold"]), flush=True)
     if "burst" in phases:
@@ -261,6 +304,11 @@ async def main(args: argparse.Namespace) -> dict:
         counts = [n for n in (50, 100, 150, 200) if n <= args.hold] or [args.hold]
         with serving(client, args.image, "--idle-timeout", "3600", *args.server_args) as server:
             out["hold"] = await hold(server, client, counts, args.deadline)
+    if "steps" in phases:
+        for name in STEP_ENVS:
+            with serving(client, args.image, *args.server_args, env=name) as server:
+                out[f"steps_{name}"] = await steps(server, name, args.step_sessions, args.steps, args.deadline)
+                print(f"steps {name}", json.dumps(out[f"steps_{name}"]), flush=True)
     client.close()
     return out
 
@@ -273,6 +321,9 @@ if __name__ == "__main__":
     parser.add_argument("--pool", type=int, default=8, help="warm containers per env in the warm and burst phases")
     parser.add_argument("--burst", type=int, default=50, help="sessions opened at once")
     parser.add_argument("--hold", type=int, default=200, help="most sessions held (at most 200 here)")
+    parser.add_argument("--steps", type=int, default=50, help="steps of each kind per session in the steps phase")
+    parser.add_argument("--step-sessions", type=int, default=5, help="sessions per env in the steps phase")
+    parser.add_argument("--runtime", help="OCI runtime of every container (-B runtime=NAME), e.g. runsc")
     parser.add_argument("--deadline", type=float, default=180.0, help="bound of each wait (s)")
     parser.add_argument("--server-args", nargs=argparse.REMAINDER, default=[], help="extra serve arguments")
     parser.add_argument("--json", type=Path, help="also write the results here")

@@ -64,14 +64,17 @@ async def starts_ms(env: str, options: dict[str, object], runs: int) -> tuple[li
     """Per start: open -> opened, open + first reset, and the worker's CPU (ms)."""
     spec, backend = resolve(env), SubprocessBackend()
     opened, reset, cpu = [], [], []
-    for _ in range(runs):
-        cpu_before, start = children_cpu_s(), time.perf_counter()
-        sandbox = await backend.open(spec, options)
-        opened.append((time.perf_counter() - start) * 1000)
-        await sandbox.request(Reset(seq=1), None)
-        reset.append((time.perf_counter() - start) * 1000)
-        await sandbox.close()  # kills and waits for the worker: its CPU is counted now
-        cpu.append((children_cpu_s() - cpu_before) * 1000)
+    async with anyio.create_task_group() as tg:
+        await tg.start(backend.run, [spec])
+        for _ in range(runs):
+            cpu_before, start = children_cpu_s(), time.perf_counter()
+            sandbox = await backend.open(spec, options)
+            opened.append((time.perf_counter() - start) * 1000)
+            await sandbox.request(Reset(seq=1), None)
+            reset.append((time.perf_counter() - start) * 1000)
+            await sandbox.close()  # kills and waits for the worker: its CPU is counted now
+            cpu.append((children_cpu_s() - cpu_before) * 1000)
+        tg.cancel_scope.cancel()
     return opened, reset, cpu
 
 

@@ -13,6 +13,8 @@
 #   DOCKERD_LOG             dockerd log file   (default /var/log/dockerd.log)
 #   APT_LOG                 apt-get output     (default /var/log/openenv-setup-apt.log)
 #   OPENENV_CGROUP_VERSION  1|2: hierarchy to mount when /sys/fs/cgroup is not mounted at all (default 1)
+#   DOCKER_DAEMON_JSON      the engine's configuration file (default /etc/docker/daemon.json): the extra
+#                           OCI runtimes (runsc, gVisor) are registered there, and a running dockerd is told (SIGHUP)
 set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
@@ -21,6 +23,7 @@ BASE_IMAGE=${OPENENV_BASE_IMAGE:-openenv-ws/python-base:3.11}
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/dockerd.log}
 APT_LOG=${APT_LOG:-/var/log/openenv-setup-apt.log}
 DOCKER_PIDFILE=/var/run/docker.pid
+DAEMON_JSON=${DOCKER_DAEMON_JSON:-/etc/docker/daemon.json}
 CONTAINERD_PIDFILE=/var/run/docker/containerd/containerd.pid
 READY_BUDGET_S=60
 LAUNCH_ATTEMPTS=3
@@ -101,24 +104,49 @@ apt_get() { # apt_get ARGS...: 3 attempts, output to $APT_LOG
 # ---------------------------------------------------------------- 1. packages
 step_start() { now_us; STEP_T=$NOW_US; }
 step_start
-declare -A PKG_FOR_CMD=([dockerd]=docker.io [containerd]=containerd [iptables]=iptables [debootstrap]=debootstrap)
+declare -A PKG_FOR_CMD=([dockerd]=docker.io [containerd]=containerd [iptables]=iptables [debootstrap]=debootstrap [runsc]=runsc)
 missing=()
-for cmd in dockerd containerd iptables debootstrap; do
+for cmd in dockerd containerd iptables debootstrap runsc; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${PKG_FOR_CMD[$cmd]}")
 done
 if ((${#missing[@]})); then
     log "apt: installing ${missing[*]} (output: $APT_LOG)"
     apt_get update || die "apt-get update failed"
     apt_get install --no-install-recommends "${missing[@]}" || die "apt-get install ${missing[*]} failed"
-    for cmd in dockerd containerd iptables debootstrap; do
+    for cmd in dockerd containerd iptables debootstrap runsc; do
         command -v "$cmd" >/dev/null 2>&1 || die "$cmd still missing after installing ${missing[*]}"
     done
     fmt_since "$STEP_T"
     log "apt: done in $SINCE"
 else
-    log "packages: docker.io containerd iptables debootstrap already present"
+    log "packages: docker.io containerd iptables debootstrap runsc already present"
 fi
 command -v docker >/dev/null 2>&1 || die "no docker CLI in PATH"
+
+# register_runtime NAME PATH [ARG...]: an OCI runtime in $DAEMON_JSON (other keys kept); status 0 if it changed
+register_runtime() {
+    mkdir -p "$(dirname -- "$DAEMON_JSON")"
+    python3 - "$DAEMON_JSON" "$@" <<'PY'
+import json, sys
+from pathlib import Path
+path, name, binary, args = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
+config = json.loads(path.read_text() or "{}") if path.exists() else {}
+entry = {"path": binary, **({"runtimeArgs": args} if args else {})}
+if config.get("runtimes", {}).get(name) == entry:
+    sys.exit(1)
+config.setdefault("runtimes", {})[name] = entry
+path.write_text(json.dumps(config, indent=2) + "\n")
+PY
+}
+RUNTIMES=(runsc)
+runtimes_changed=0
+# gVisor (-B runtime=runsc): its ptrace platform (the others need /dev/kvm or a newer kernel interface), no
+# network stack of its own (its netstack does not start here; sandboxes have --network none anyway), and
+# leave to connect to a host Unix socket (the worker's /ipc/sock).
+if register_runtime runsc "$(command -v runsc)" --platform=ptrace --network=none --host-uds=open; then
+    runtimes_changed=1
+    log "runtimes: runsc registered in $DAEMON_JSON"
+fi
 
 # ---------------------------------------------------------------- 2. engine
 mount_cgroups() {
@@ -174,9 +202,36 @@ stop_pid() { # stop a dockerd we started and that never answered
     kill -KILL "$pid" 2>/dev/null || true
 }
 
+# runtimes_missing: status 0 if the running dockerd lacks one of $RUNTIMES
+runtimes_missing() {
+    local known name
+    known=$(docker info --format '{{json .Runtimes}}' 2>/dev/null || true)
+    for name in "${RUNTIMES[@]}"; do
+        [[ $known == *"\"$name\""* ]] || return 0
+    done
+    return 1
+}
+
+# reload_runtimes: a running dockerd rereads its runtimes on SIGHUP; wait until it lists them all
+reload_runtimes() {
+    local pid i
+    pid=$(tr -dc '0-9' <"$DOCKER_PIDFILE" 2>/dev/null || true)
+    is_live "$pid" dockerd || die "dockerd answers but $DOCKER_PIDFILE names no live dockerd: restart it to load $DAEMON_JSON"
+    kill -HUP "$pid"
+    for ((i = 0; i < 100; i++)); do
+        runtimes_missing || return 0
+        sleep 0.1
+    done
+    die "dockerd (pid $pid) did not load the runtimes of $DAEMON_JSON after SIGHUP"
+}
+
 step_start
 if docker_ok; then
     log "engine: dockerd already answering"
+    if ((runtimes_changed)) || runtimes_missing; then
+        reload_runtimes
+        log "engine: runtimes reloaded (SIGHUP): ${RUNTIMES[*]}"
+    fi
 elif pidfile_names_live "$DOCKER_PIDFILE" dockerd; then
     pid=$(tr -dc '0-9' <"$DOCKER_PIDFILE")
     log "engine: dockerd (pid $pid) is starting; waiting up to ${READY_BUDGET_S}s"

@@ -13,7 +13,10 @@ from typing import Any
 
 from openenv_ws.env import Action, Observation, SandboxSettings, State, StepResult, SyncEnvironment
 
-TEST_IMAGE = "openenv-ws-test/sandbox:dev"
+TEST_IMAGE = os.environ.get("OPENENV_WS_TEST_IMAGE", "openenv-ws-test/sandbox:dev")
+"""Several checkouts sharing one engine each set their own tag, so no run swaps another's image."""
+RUNTIMES = ["runc", "runsc"]
+"""The OCI runtimes the isolation and environment tests run under (scripts/setup_docker.sh registers runsc)."""
 
 
 class ExecAction(Action):

@@ -20,6 +20,8 @@ from .conftest import ROOT, ServerProcess
 from .docker_envs import TEST_IMAGE
 
 BASE_IMAGE = os.environ.get("OPENENV_WS_BASE_IMAGE", "openenv-ws/python-base:3.11")
+LIBRARY_IMAGE = os.environ.get("OPENENV_WS_TEST_LIBRARY_IMAGE", "openenv-ws-test/library:dev")
+"""The whole environment library (the gym env's image adds gymnasium and numpy); set per checkout like TEST_IMAGE."""
 
 
 class Engine:
@@ -57,6 +59,15 @@ def sandbox_image(engine: Engine) -> str:
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"openenv-ws build failed:\n{result.stdout}\n{result.stderr}"
     return TEST_IMAGE
+
+
+@pytest.fixture(scope="session")
+def library_image(engine: Engine) -> str:
+    """The environment library's image (``openenv-ws build gym``), built once per test run."""
+    cmd = [sys.executable, "-m", "openenv_ws", "build", "gym", "--tag", LIBRARY_IMAGE, "--base-image", BASE_IMAGE]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"openenv-ws build failed:\n{result.stdout}\n{result.stderr}"
+    return LIBRARY_IMAGE
 
 
 class DockerServer:

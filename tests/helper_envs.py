@@ -15,10 +15,13 @@ from openenv_ws.toolbox import ToolCall, ToolError, tool
 
 
 class FlakyAction(Action):
-    op: str = "ok"  # ok | raise | crash | sleep | pid | flood | big
+    op: str = "ok"  # ok | raise | crash | sleep | pid | flood | big | print
     seconds: float = 0.0
     count: int = 0  # flood: events to stream; big: bytes of the observation
     size: int = 0  # flood: bytes of each event
+    text: str = ""
+    """What ``print`` writes to the process's stdout and stderr (``times`` times each)."""
+    times: int = 1
 
 
 class FlakyObservation(Observation):
@@ -55,6 +58,10 @@ class FlakyEnv(Environment):
             chunk = "x" * action.size
             for index in range(action.count):
                 await self.emit({"index": index, "chunk": chunk})
+        if action.op == "print":
+            for fd in (1, 2):
+                for _ in range(action.times):
+                    os.write(fd, action.text.encode())
         blob = "y" * action.count if action.op == "big" else ""
         return StepResult(observation=FlakyObservation(op=action.op, pid=os.getpid(), blob=blob), reward=1.0)
 

@@ -116,6 +116,16 @@ async def shell_task_episode(url: str) -> None:
         assert state["step_count"] == 3 and state["solved"]
 
 
+async def shell_script_episode(url: str) -> None:
+    """A task whose checker needs the agent's program run: it runs as the agent, the checker reads its output."""
+    async with connect(url, "shell", options={"task": "hello_script"}) as env:
+        await env.reset(seed=1)
+        r = await env.step({"command": "printf '#!/bin/sh\\necho \"Hello, world!\"\\n' > hello.sh"})
+        assert not r.observation["solved"] and r.reward == 0.0  # not executable yet
+        r = await env.step({"command": "chmod +x hello.sh && ./hello.sh"})
+        assert r.observation["output"] == "Hello, world!\n" and r.observation["solved"] and r.reward == 1.0
+
+
 async def wordle_episode(url: str, encoding: str = "msgpack") -> None:
     answer = Wordle(random.Random(2024)).answer
     guess = next(w for w in words() if w != answer)
@@ -219,6 +229,10 @@ async def test_a_killed_sandbox_takes_its_interpreter_along(subprocess_library):
 
 async def test_shell_episode_with_a_task_streaming_and_a_timeout(library):
     await shell_task_episode(library.url)
+
+
+async def test_shell_task_whose_checker_needs_the_agents_program(library):
+    await shell_script_episode(library.url)
 
 
 @pytest.mark.parametrize("encoding", ["msgpack", "json"])

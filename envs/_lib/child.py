@@ -1,16 +1,21 @@
 """A long-lived helper process owned by an environment: the coding env's interpreter, the shell env's bash.
 
 The environment talks to its child over a socket whose descriptor the child finds in
-``OPENENV_REQUEST_FD``. The child answers each request by writing an end marker into each of its
-output streams: NUL, the nonce from ``OPENENV_NONCE``, a space, a payload, NUL. What a stream
-carries before its marker is that request's output; it is streamed to the caller as it arrives and
-kept (head and tail, bounded) for the observation.
+``OPENENV_REQUEST_FD``. Each request is ``NONCE SPACE DATA``, the nonce fresh and random for that
+request. The child answers by writing an end marker into each of its output streams: NUL, the
+request's nonce, a space, a payload, NUL. What a stream carries before its marker is that request's
+output; it is streamed to the caller as it arrives and kept (head and tail, bounded) for the
+observation. The nonce is in no environment variable and no file: code the child runs can learn
+the nonce of the request it runs in (it shares the child's process), so a marker it prints can cut
+that request's own output short, but never end another request or stand in for a later answer.
 
 A request past its deadline is stopped in steps, each given a short grace period: SIGINT to the
 child's process group (the interpreter raises ``KeyboardInterrupt``, bash interrupts the command),
 SIGKILL to the group's other members (what the command started), SIGKILL to the whole group. The
 child runs in a session of its own, and on Linux it is killed when the environment's process dies
-(``PR_SET_PDEATHSIG``), so a killed sandbox worker leaves no interpreter behind.
+(``PR_SET_PDEATHSIG``), so a killed sandbox worker leaves no interpreter behind. Where the sandbox
+gives the agent's code a uid of its own (``openenv_ws.confine``), the child and its workspace are
+the agent's.
 
 Shared by the coding and shell environments; the environment side of it is ``process_env.py``.
 """
@@ -32,6 +37,8 @@ from dataclasses import dataclass, field
 
 import anyio
 import anyio.abc
+
+from openenv_ws.confine import Confinement, Identity
 
 OutputSink = Callable[[str, str], Awaitable[None]]
 """Receives ``(stream name, text)`` while a request runs."""
@@ -61,14 +68,36 @@ def base_environ(home: str, **extra: str) -> dict[str, str]:
     return env
 
 
+# Run as the agent: its workspace is its own (0755: graders read it; the agent may tighten it).
+_MAKE_WORKSPACE = "import os, sys, tempfile\nd = tempfile.mkdtemp(prefix=sys.argv[1])\nos.chmod(d, 0o755)\nprint(d)"
+_REMOVE_WORKSPACE = "import shutil, sys\nshutil.rmtree(sys.argv[1], ignore_errors=True)"
+
+
 class Workspace:
-    """A fresh scratch directory per episode (under the sandbox's writable /tmp), removed at the end."""
+    """A fresh scratch directory per episode (under the sandbox's writable /tmp), removed at the end.
 
-    def __init__(self, prefix: str) -> None:
-        self.path = tempfile.mkdtemp(prefix=prefix)
+    Made and removed by the agent's uid when it has one: the worker then needs no right over the
+    agent's files (it holds no CAP_DAC_OVERRIDE or CAP_CHOWN).
+    """
 
-    def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+    def __init__(self, path: str, confinement: Confinement) -> None:
+        self.path = path
+        self._confinement = confinement
+
+    @classmethod
+    async def create(cls, prefix: str, confinement: Confinement) -> Workspace:
+        if confinement.separate:
+            path = (await confinement.run_as_agent(_MAKE_WORKSPACE, prefix)).strip()
+        else:
+            path = tempfile.mkdtemp(prefix=prefix)
+        return cls(path, confinement)
+
+    async def remove(self) -> None:
+        if self._confinement.separate:
+            with anyio.CancelScope(shield=True):
+                await self._confinement.run_as_agent(_REMOVE_WORKSPACE, self.path)
+        else:
+            shutil.rmtree(self.path, ignore_errors=True)
 
 
 class Capture:
@@ -108,11 +137,17 @@ class Capture:
 
 
 class MarkerSplitter:
-    """Splits a byte stream at ``NUL nonce SPACE payload NUL`` markers, holding back a possible partial one."""
+    """Splits a byte stream at ``NUL nonce SPACE payload NUL`` markers, holding back a possible partial one.
 
-    def __init__(self, nonce: str) -> None:
-        self.prefix = b"\0" + nonce.encode() + b" "
+    The nonce is the current request's (:meth:`expect`): a marker of an earlier one is plain output.
+    """
+
+    def __init__(self, nonce: str = "") -> None:
+        self.expect(nonce)
         self._buf = b""
+
+    def expect(self, nonce: str) -> None:
+        self.prefix = b"\0" + nonce.encode() + b" "
 
     def feed(self, data: bytes) -> tuple[bytes, bytes | None]:
         """Return (output before any marker, the marker's payload if one is complete)."""
@@ -200,13 +235,12 @@ class ChildProcess:
         self,
         process: anyio.abc.Process,
         requests: anyio.abc.SocketStream,
-        nonce: str,
         streams: dict[str, anyio.abc.ByteReceiveStream],
         max_output_chars: int,
     ) -> None:
         self.process = process
         self._requests = requests
-        self._splitters = {name: MarkerSplitter(nonce) for name in streams}
+        self._splitters = {name: MarkerSplitter() for name in streams}
         self._streams = streams
         self.max_output_chars = max_output_chars
 
@@ -219,11 +253,12 @@ class ChildProcess:
         env: dict[str, str],
         merge_stderr: bool = False,
         max_output_chars: int = 16384,
+        user: Identity | None = None,
     ) -> ChildProcess:
-        """Start ``argv``; its output streams are ``stdout`` and ``stderr``, or ``output`` when merged."""
+        """Start ``argv`` (as ``user`` if given); its output streams are ``stdout`` and ``stderr``, or
+        ``output`` when merged."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        nonce = secrets.token_hex(12)
-        env = dict(env, OPENENV_REQUEST_FD=str(theirs.fileno()), OPENENV_NONCE=nonce)
+        env = dict(env, OPENENV_REQUEST_FD=str(theirs.fileno()))
         if sys.platform.startswith("linux"):
             argv = [sys.executable, "-I", "-S", "-c", _PDEATHSIG_SHIM, str(os.getpid()), *argv]
         try:
@@ -236,6 +271,7 @@ class ChildProcess:
                 env=env,
                 pass_fds=(theirs.fileno(),),
                 start_new_session=True,
+                **(user.spawn_options() if user else {}),
             )
         except BaseException:
             ours.close()
@@ -249,7 +285,7 @@ class ChildProcess:
         else:
             assert process.stderr is not None
             streams = {"stdout": process.stdout, "stderr": process.stderr}
-        return cls(process, requests, nonce, streams, max_output_chars)
+        return cls(process, requests, streams, max_output_chars)
 
     @property
     def alive(self) -> bool:
@@ -260,6 +296,9 @@ class ChildProcess:
         started = time.monotonic()
         reply = Reply(payload=None, outputs={name: Capture(self.max_output_chars) for name in self._streams})
         first = next(iter(self._streams))
+        nonce = secrets.token_hex(12)
+        for splitter in self._splitters.values():
+            splitter.expect(nonce)
 
         async def pump(name: str) -> None:
             splitter, capture = self._splitters[name], reply.outputs[name]
@@ -299,7 +338,8 @@ class ChildProcess:
             async with anyio.create_task_group() as watch:
                 watch.start_soon(stop_when_late, watch.cancel_scope)
                 try:
-                    await self._requests.send(data)  # under the deadline too: a stuck child may not read
+                    # under the deadline too: a stuck child may not read
+                    await self._requests.send(nonce.encode() + b" " + data)
                 except _GONE:
                     pass  # the child is gone: its streams end at once and the reply says so
                 async with anyio.create_task_group() as pumps:

@@ -1,10 +1,17 @@
-"""The environment side of ``child.py``: the base of environments backed by a helper process."""
+"""The environment side of ``child.py``: the base of environments backed by a helper process.
+
+A client chooses the options, so each one that costs the sandbox or the server something has a
+hard ceiling here; a value above it is refused at open with a ``bad_options`` error naming it.
+"""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
+import anyio
+
+from openenv_ws.confine import Confinement
 from openenv_ws.env import Environment
 from openenv_ws.errors import ValidationError
 from openenv_ws.protocol import ErrorCode
@@ -12,9 +19,21 @@ from openenv_ws.protocol import ErrorCode
 from .child import ChildProcess, Workspace
 from .tasks import choose_task
 
+OUTPUT_CHARS_CEILING = 1 << 20
+"""The most ``max_output_chars`` a client may ask for: characters of each stream an observation keeps."""
+TIMEOUT_S_CEILING = 600.0
+"""The most ``timeout_s`` and ``max_timeout_s`` a client may ask for: seconds one step may run."""
+CHECK_TIMEOUT_S_CEILING = 60.0
+"""The most ``check_timeout_s`` a client may ask for: seconds a task's setup, checker or tests may run."""
+
 
 def _bad_option(message: str, name: str) -> ValidationError:
     return ValidationError(message, path=f"$.{name}", code=ErrorCode.BAD_OPTIONS)
+
+
+def _within(name: str, value: float, low: float, ceiling: float) -> None:
+    if not low < value <= ceiling:
+        raise _bad_option(f"{name} must be > {low:g} and <= {ceiling:g} (the server's ceiling), got {value:g}", name)
 
 
 class ProcessEnvironment(Environment):
@@ -30,15 +49,13 @@ class ProcessEnvironment(Environment):
         max_steps: int | None = None,
         check_timeout_s: float = 10.0,
     ) -> None:
-        for name, value in (
-            ("timeout_s", timeout_s),
-            ("max_timeout_s", max_timeout_s),
-            ("check_timeout_s", check_timeout_s),
-        ):
-            if not value > 0:
-                raise _bad_option(f"{name} must be > 0", name)
-        if max_output_chars < 64:
-            raise _bad_option("max_output_chars must be >= 64", "max_output_chars")
+        _within("timeout_s", timeout_s, 0, TIMEOUT_S_CEILING)
+        _within("max_timeout_s", max_timeout_s, 0, TIMEOUT_S_CEILING)
+        _within("check_timeout_s", check_timeout_s, 0, CHECK_TIMEOUT_S_CEILING)
+        _within("max_output_chars", max_output_chars, 63, OUTPUT_CHARS_CEILING)
+        if max_steps is not None and max_steps < 1:
+            raise _bad_option("max_steps must be >= 1", "max_steps")
+        self.confinement = Confinement.from_environ()
         self.task_option = task
         choose_task(self._tasks(), task, None)  # an unknown task fails at open, not at the first reset
         self.timeout_s = timeout_s
@@ -88,7 +105,7 @@ class ProcessEnvironment(Environment):
         self.seed, self.task_name = seed, task
         self.task = self._tasks()[task] if task else None
         self.episode_id = str(uuid.uuid4())
-        self._workspace = Workspace(prefix=f"openenv-{self.name}-")
+        self._workspace = await Workspace.create(f"openenv-{self.name}-", self.confinement)
         await self._prepare()
         self._child = await self._spawn()
 
@@ -107,12 +124,15 @@ class ProcessEnvironment(Environment):
         return self.max_steps is not None and step_count >= self.max_steps
 
     async def _end(self) -> None:
-        if self._child is not None:
-            await self._child.close()
-            self._child = None
-        if self._workspace is not None:
-            self._workspace.remove()
-            self._workspace = None
+        """End the episode: its child, every process of the agent's uid (daemons included), its workspace."""
+        with anyio.CancelScope(shield=True):
+            if self._child is not None:
+                await self._child.close()
+                self._child = None
+            if self._workspace is not None:
+                await self.confinement.kill_agent_processes()
+                await self._workspace.remove()
+                self._workspace = None
 
     async def close(self) -> None:
         await self._end()

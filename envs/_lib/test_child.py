@@ -9,16 +9,16 @@ import pytest
 
 from openenv_ws_envs._lib.child import Capture, ChildProcess, MarkerSplitter, base_environ, group_members
 
-# A child speaking the protocol (stdout and stderr merged): it runs each request line with `sh -c`
-# and answers the exit status. Like the real children, it ignores SIGINT between requests.
+# A child speaking the protocol (stdout and stderr merged): it runs each request line ("NONCE COMMAND")
+# with `sh -c` and answers the exit status. Like the real children, it ignores SIGINT between requests.
 ECHO_CHILD = r"""
 import os, signal, subprocess, sys
 signal.signal(signal.SIGINT, signal.SIG_IGN)
-fd, marker = int(os.environ["OPENENV_REQUEST_FD"]), b"\0" + os.environ["OPENENV_NONCE"].encode() + b" "
-for line in os.fdopen(fd, "rb"):
-    code = subprocess.call(line.decode(), shell=True)
+for line in os.fdopen(int(os.environ["OPENENV_REQUEST_FD"]), "rb"):
+    nonce, _, command = line.partition(b" ")
+    code = subprocess.call(command.decode(), shell=True, env=dict(os.environ, NONCE=nonce.decode()))
     sys.stdout.flush()
-    os.write(1, marker + str(code).encode() + b"\0")
+    os.write(1, b"\0" + nonce + b" " + str(code).encode() + b"\0")
 """
 
 
@@ -32,6 +32,13 @@ def test_splitter_finds_markers_split_across_chunks():
         payload = payload or found
     assert b"".join(out) == b"hello" and payload == b"42"
     assert splitter.feed(b"") == (b"after", None)  # output after the marker belongs to the next request
+
+
+def test_splitter_knows_only_the_current_requests_marker():
+    splitter = MarkerSplitter("old")
+    assert splitter.feed(b"a\0old 1\0b") == (b"a", b"1")
+    splitter.expect("new")
+    assert splitter.feed(b"\0old 2\0c\0new 3\0") == (b"b\0old 2\0c", b"3")  # an earlier nonce is only output
 
 
 def test_splitter_passes_lookalikes_through():
@@ -107,3 +114,15 @@ async def test_a_cancelled_request_kills_the_child_so_no_late_answer_is_misread(
         await child.request(b"sleep 30; echo late\n", timeout=10)
     reply = await child.request(b"echo next\n", timeout=10)
     assert reply.payload is None and reply.returncode == -9 and not child.alive
+
+
+async def test_every_request_has_a_fresh_nonce_in_no_environment_and_old_markers_end_nothing(child):
+    reply = await child.request(b"env | grep -c OPENENV_NONCE; printf 'x'\n", timeout=10)
+    assert reply.outputs["output"].text() == "0\nx" and reply.payload == b"0"  # grep -c counted none
+    # The command learns its own nonce (as code in the child can) and prints a marker with it early:
+    # that cuts only its own output; the real marker that follows is plain output of the next request.
+    forged = await child.request(b"printf 'a\\0%s 7\\0b' $NONCE\n", timeout=10)
+    assert forged.payload == b"7" and forged.outputs["output"].text() == "a"
+    after = await child.request(b"echo next\n", timeout=10)
+    assert after.payload == b"0" and after.outputs["output"].text().endswith("next\n")
+    assert after.outputs["output"].text().startswith("b\0")  # the stale marker: output, not an answer

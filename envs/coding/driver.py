@@ -1,8 +1,9 @@
 """The interpreter loop of the coding environment, run in a child process (standard library only).
 
-Requests arrive as JSON lines on the socket in ``OPENENV_REQUEST_FD``. Each one ends with a marker
-on stderr (empty payload) and one on stdout whose payload is the JSON result, after the output the
-code printed (see ``envs/_lib/child.py``). SIGINT interrupts running code (``KeyboardInterrupt``)
+Requests arrive as lines ``NONCE SPACE JSON`` on the socket in ``OPENENV_REQUEST_FD``. Each one ends
+with a marker carrying its nonce on stderr (empty payload) and one on stdout whose payload is the
+JSON result, after the output the code printed (see ``envs/_lib/child.py``). The socket is not
+inherited by the programs the code starts. SIGINT interrupts running code (``KeyboardInterrupt``)
 and is ignored between requests, so an interrupt that arrives late cannot break the loop.
 """
 
@@ -90,7 +91,7 @@ class Interpreter:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     fd = int(os.environ.pop("OPENENV_REQUEST_FD"))
-    marker = b"\0" + os.environ.pop("OPENENV_NONCE").encode() + b" "
+    os.set_inheritable(fd, False)
     seed = os.environ.pop("OPENENV_SEED", "")
     if seed:
         random.seed(int(seed))
@@ -100,7 +101,9 @@ def main() -> None:
     interpreter = Interpreter()
     with os.fdopen(fd, "rb") as requests:
         for line in requests:  # ends when the environment closes the socket
-            request = json.loads(line)
+            nonce, _, body = line.partition(b" ")
+            marker = b"\0" + nonce + b" "
+            request = json.loads(body)
             if request["op"] == "check":
                 result = interpreter.check(request["function"], request["tests"])
             else:

@@ -62,12 +62,32 @@ def tests_passed(turn: Any) -> float:
     return observation.tests_passed / observation.tests_total if observation.tests_total else 0.0
 
 
+class _CellReply(msgspec.Struct):
+    """The driver's answer to a cell (``driver.py``)."""
+
+    status: Literal["ok", "error", "interrupted"]
+    value: str | None = None
+    exception: str | None = None
+
+
+class _CheckReply(msgspec.Struct):
+    """The driver's answer to the hidden tests: each call's result as canonical JSON (None: it raised)."""
+
+    results: list[str | None]
+
+
+_FORGED = "the interpreter's answer was not the driver's (did the cell write an end marker?)"
+
+
 class CodingEnvironment(ProcessEnvironment):
     """Multi-turn Python: each step runs a cell in a persistent interpreter (a child process).
 
-    With a task, every step also runs the task's hidden tests against the interpreter's namespace:
-    reward = the fraction passed (the rubric ``tests_passed``), ``terminated`` once all pass.
-    Tools: ``run_python`` (a step's cell) and ``submit`` (a final answer: the episode ends).
+    With a task, every step also calls the task's function in the interpreter with each hidden test's
+    arguments: reward = the fraction of results equal to the expected ones, ``terminated`` once all
+    are. The expected results never leave the worker, and the comparison runs there; the call itself
+    is the agent's code, so it runs as the agent (``docs/security.md``).
+    Tools: ``run_python`` (a step's cell) and ``submit`` (a final answer: the episode ends); the reward
+    is the rubric ``tests_passed``.
     """
 
     name = "coding"
@@ -77,7 +97,8 @@ class CodingEnvironment(ProcessEnvironment):
     # Skipped by replays and validate: ids, timings, and how output happened to be cut into streamed events.
     nondeterministic_fields = ("state.episode_id", "observation.duration_s", "events")
     # The worker, its interpreter and whatever the code starts (threads count as pids).
-    sandbox = SandboxSettings(pids=256, memory="512m")
+    # The agent's code runs as a uid of its own; the hidden tests are readable by root only.
+    sandbox = SandboxSettings(pids=256, memory="512m", agent_user="65534:65534", private_files=("tasks.json",))
     rubric = tests_passed
     """Applied when a task is set; without one the reward is 0."""
 
@@ -94,7 +115,9 @@ class CodingEnvironment(ProcessEnvironment):
         if self.seed is not None:
             env.update(PYTHONHASHSEED=str(self.seed % 2**32), OPENENV_SEED=str(self.seed))
         argv = [sys.executable, DRIVER]
-        return await ChildProcess.start(argv, cwd=self.workspace.path, env=env, max_output_chars=self.max_output_chars)
+        return await ChildProcess.start(
+            argv, cwd=self.workspace.path, env=env, max_output_chars=self.max_output_chars, user=self.confinement.agent
+        )
 
     async def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> StepResult:
         await self._begin(seed, options)
@@ -180,18 +203,25 @@ class CodingEnvironment(ProcessEnvironment):
             else:
                 obs.status, obs.exception = "crashed", f"the interpreter {ended(reply.returncode)}"
             return obs
-        result = json.loads(reply.payload)
-        obs.value, obs.exception = result["value"], result["exception"]
-        if result["status"] == "interrupted" and reply.interrupted:
+        try:
+            result = msgspec.json.decode(reply.payload, type=_CellReply)
+        except msgspec.DecodeError:
+            obs.status, obs.exception = "error", _FORGED
+            return obs
+        obs.value, obs.exception = result.value, result.exception
+        if result.status == "interrupted" and reply.interrupted:
             obs.status, obs.exception = "timeout", f"TimeoutError: interrupted at its {timeout:g}s limit"
-        elif result["status"] == "interrupted":  # the code raised KeyboardInterrupt itself
+        elif result.status == "interrupted":  # the code raised KeyboardInterrupt itself
             obs.status = "error"
         else:
-            obs.status = result["status"]
+            obs.status = result.status
         return obs
 
     async def _check(self) -> int:
-        """Run the hidden tests in the interpreter; count the ones whose result equals the expected one."""
+        """Call the function on each hidden test's arguments; count the results equal to the expected ones.
+
+        Only the arguments go to the interpreter: whatever it answers, it cannot see what it is compared to.
+        """
         assert self.task is not None
         tests = self.task["tests"]
         request = {"op": "check", "function": self.task["function"], "tests": [args for args, _ in tests]}
@@ -200,7 +230,10 @@ class CodingEnvironment(ProcessEnvironment):
             await self._restart()
             self._state.interpreter_restarts += 1
             return 0
-        results = json.loads(reply.payload)["results"]
+        try:
+            results = msgspec.json.decode(reply.payload, type=_CheckReply).results
+        except msgspec.DecodeError:
+            return 0
         expected = [json.dumps(want, sort_keys=True) for _, want in tests]
         return sum(got == want for got, want in zip(results, expected, strict=False))
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +20,14 @@ from .._lib.tasks import load_tasks
 SESSION_SCRIPT = str(Path(__file__).with_name("session.sh"))
 BASH = ["bash", "--noprofile", "--norc"]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
+SCRIPT_OUTPUT_BYTES = 65536
+"""What a task script's stdout may hold (the expected answer, a ``run`` command's output); the rest is dropped."""
+# A task's script and its inputs travel NUL-separated on stdin, read into shell variables before the
+# script runs with stdin from /dev/null: never on a command line (/proc/PID/cmdline is readable by
+# every uid) nor in the environment (gVisor lets any uid read /proc/PID/environ).
+_INPUTS = ("EXPECTED", "OUTPUT")
+_LAUNCHER = "".join(f"IFS= read -r -d '' {name}; " for name in ("__openenv_script", *_INPUTS))
+_LAUNCHER += 'exec </dev/null; eval "$__openenv_script"'
 
 
 class ShellAction(Action):
@@ -62,8 +71,14 @@ class ShellEnvironment(ProcessEnvironment):
     """A persistent bash per episode, in a fresh workspace directory.
 
     With a task, the task's setup script fills the workspace first, and after every step its
-    checker script decides: exit status 0 is solved (the rubric ``solved``: reward 1, ``terminated``).
-    Tools: ``run`` (a step's command), ``read_file`` and ``write_file`` (files of the workspace).
+    checker script decides: exit status 0 is solved (reward 1, ``terminated``).
+
+    The shell and the setup (which makes the agent's files) run as the agent; the checker runs as the
+    grader, reads the workspace and never runs the agent's files: a task that needs the output of one
+    names a ``run`` command, run as the agent before the checker, whose output the checker gets in
+    ``$OUTPUT`` (``docs/security.md``).
+    Tools: ``run`` (a step's command), ``read_file`` and ``write_file`` (files of the workspace); the
+    reward is the rubric ``solved``.
     """
 
     name = "shell"
@@ -80,7 +95,9 @@ class ShellEnvironment(ProcessEnvironment):
         "observation.cwd",
         "observation.duration_s",
     )
-    sandbox = SandboxSettings(pids=256)
+    # The agent's code runs as a uid of its own; the tasks (setup and checker scripts) are readable by root only;
+    # the agent may run the programs it writes in its workspace.
+    sandbox = SandboxSettings(pids=256, tmpfs_exec=True, agent_user="65534:65534", private_files=("tasks.json",))
     rubric = solved
     """Applied when a task is set; without one the reward is 0."""
 
@@ -96,33 +113,77 @@ class ShellEnvironment(ProcessEnvironment):
     def _environ(self, **extra: str) -> dict[str, str]:
         return base_environ(self.workspace.path, **extra)
 
-    async def _script(self, script: str, **env: str) -> tuple[int | None, str]:
-        """Run a task script (setup or checker) in the workspace; its status (None: timed out) and stdout."""
-        seeded = f"RANDOM={self.seed or 0}\n{script}"
-        with anyio.move_on_after(self.check_timeout_s):
-            done = await anyio.run_process(
-                [*BASH, "-c", seeded],
-                cwd=self.workspace.path,
-                env=self._environ(**env),
-                check=False,
-                stdin=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            return done.returncode, done.stdout.decode(errors="replace").strip()
-        return None, ""
+    async def _script(self, script: str, spawn: dict[str, Any], **inputs: str) -> tuple[int | None, str]:
+        """Run a task script in the workspace as ``spawn`` says, with ``$EXPECTED`` and ``$OUTPUT`` set (shell
+        variables, not exported); its status (None: timed out) and its stdout (bounded). Whatever it started
+        is killed when it ends."""
+        values = [f"RANDOM={self.seed or 0}\n{script}", *(inputs.get(name, "") for name in _INPUTS)]
+        stdin = b"".join(value.replace("\0", "").encode() + b"\0" for value in values)
+        process = await anyio.open_process(
+            [*BASH, "-c", _LAUNCHER],
+            cwd=self.workspace.path,
+            env=self._environ(),
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            **spawn,
+        )
+        assert process.stdin is not None and process.stdout is not None
+        out = bytearray()
+
+        async def feed() -> None:
+            try:
+                await process.stdin.send(stdin)  # type: ignore[union-attr]
+                await process.stdin.aclose()  # type: ignore[union-attr]
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                pass  # the script ended without reading it
+
+        try:
+            with anyio.move_on_after(self.check_timeout_s):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(feed)
+                    async for chunk in process.stdout:
+                        out += chunk[: SCRIPT_OUTPUT_BYTES - len(out)]
+                return await process.wait(), out.decode(errors="replace")
+            return None, ""
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                await process.wait()
+                await process.aclose()
 
     async def _prepare(self) -> None:
         self._expected = ""
         if self.task is not None:
-            status, self._expected = await self._script(self.task["setup"])
+            status, expected = await self._script(self.task["setup"], self.confinement.as_agent())
+            self._expected = expected.strip()
             if status != 0:
                 raise RuntimeError(f"the setup of task {self.task_name!r} failed (status {status})")
+
+    async def _solved(self) -> bool:
+        """The task's checker, as the grader, after its ``run`` command (if any) as the agent."""
+        assert self.task is not None
+        output = ""
+        if "run" in self.task:  # as bash's $(...) gives it: NULs dropped, trailing newlines removed
+            _, output = await self._script(self.task["run"], self.confinement.as_agent())
+            output = output.rstrip("\n")
+        status, _ = await self._script(
+            self.task["check"], self.confinement.as_grader(), EXPECTED=self._expected, OUTPUT=output
+        )
+        return status == 0
 
     async def _spawn(self) -> ChildProcess:
         env = self._environ() if self.seed is None else self._environ(OPENENV_SEED=str(self.seed % 32768))
         argv = [*BASH, SESSION_SCRIPT]
         return await ChildProcess.start(
-            argv, cwd=self.workspace.path, env=env, merge_stderr=True, max_output_chars=self.max_output_chars
+            argv,
+            cwd=self.workspace.path,
+            env=env,
+            merge_stderr=True,
+            max_output_chars=self.max_output_chars,
+            user=self.confinement.agent,
         )
 
     async def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> StepResult:
@@ -196,7 +257,8 @@ class ShellEnvironment(ProcessEnvironment):
         )
         if reply.payload is not None:
             code, _, cwd = reply.payload.decode(errors="replace").partition(" ")
-            obs.exit_code, self._state.cwd = int(code), cwd
+            obs.exit_code = int(code) if code.isdigit() else None  # not a number: printed by the command itself
+            self._state.cwd = cwd
         else:  # `exit`, or killed past its deadline: a new shell in the workspace
             obs.exit_code = None if reply.interrupted else reply.returncode
             obs.shell_restarted = True
@@ -209,8 +271,7 @@ class ShellEnvironment(ProcessEnvironment):
         """After any step: the task's checker decides whether it is solved; the rubric rewards it."""
         obs.cwd, obs.task = self._state.cwd, self.task_name
         if self.task is not None:
-            status, _ = await self._script(self.task["check"], EXPECTED=self._expected)
-            obs.solved = self._state.solved = status == 0
+            obs.solved = self._state.solved = await self._solved()
         result = StepResult(
             observation=obs, reward=0.0, terminated=obs.solved, truncated=self._truncated(self._state.step_count)
         )

@@ -6,6 +6,10 @@ with either an inherited socket (``--fd N``) or a Unix socket path to connect to
 environment's import path and options; it answers :class:`Opened` (or a fatal
 :class:`Error`), then applies requests one at a time until :class:`Close` or until
 the server goes away, and exits.
+
+With ``--parent PID`` (the subprocess backend) the worker first joins its session's cgroup
+(``--cgroup PATH``, when the server made one) and takes hold of every process its environment
+will start (``descendants.py``): it dies with ``PID``, and kills them all when it ends.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ import sys
 import anyio
 import anyio.abc
 
+from ..confine import Confinement, private_paths
 from ..errors import OpenEnvWSError
 from ..protocol import Close, Error, ErrorCode, Open, Opened, ProtocolViolation, decode_to_sandbox
 from ..registry import load_target
+from .cgroups import join
 from .channel import FrameChannel
+from .descendants import hold, kill_descendants
 from .episode import EpisodeRunner
 
 
@@ -30,7 +37,9 @@ async def _open(channel: FrameChannel) -> EpisodeRunner | None:
         await channel.send(Error(code=ErrorCode.UNEXPECTED_FRAME, message="expected open", fatal=True))
         return None
     try:
-        runner = await EpisodeRunner.create(load_target(frame.env), frame.options)
+        env_cls = load_target(frame.env)
+        Confinement.from_environ().check_private(private_paths(env_cls))
+        runner = await EpisodeRunner.create(env_cls, frame.options)
     except OpenEnvWSError as exc:
         await channel.send(exc.to_frame(frame.seq))
         return None
@@ -74,8 +83,18 @@ def main(argv: list[str] | None = None) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--fd", type=int, help="an inherited, connected stream socket")
     where.add_argument("--connect", help="a Unix socket path the server listens on")
+    parser.add_argument("--parent", type=int, help="die with this process, and take the env's processes along")
+    parser.add_argument("--cgroup", help="the session's cgroup directory to join first")
     args = parser.parse_args(argv)
-    anyio.run(_main, args)
+    if args.cgroup:
+        join(args.cgroup)
+    if args.parent:
+        hold(args.parent)
+    try:
+        anyio.run(_main, args)
+    finally:
+        if args.parent:
+            kill_descendants()
     sys.exit(0)
 
 

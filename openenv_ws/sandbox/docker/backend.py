@@ -26,11 +26,12 @@ import anyio.abc
 import docker
 import docker.errors
 
+from ...errors import SandboxStartError
 from ...registry import EnvSpec
 from ..base import Backend, Sandbox, new_session_id
 from ..relay import RelaySandbox
 from . import reaper
-from .containers import IPC_ROOT, Container, DockerOps, exit_reason, launch, remove_dir
+from .containers import IPC_ROOT, LOG_MAX_SIZE, Container, DockerOps, Runtime, exit_reason, launch, remove_dir
 from .exits import ExitMonitor
 from .images import build_command, image_for
 from .pool import WarmPool
@@ -73,7 +74,9 @@ class DockerBackend(Backend):
     ``image`` overrides every env's image; ``pool`` containers per environment are kept
     started and connected; at most ``max_starting`` containers start at once (pool refills
     included) and an open waits at most ``start_timeout`` for one; ``lease_s`` is how long
-    a container may live when its server cannot be checked (another host).
+    a container may live when its server cannot be checked (another host). ``runtime`` is the
+    OCI runtime of every container (any runtime dockerd knows, e.g. ``runsc`` for gVisor; default:
+    the engine's), ``log_max_size`` the most of a container's output the engine keeps.
     """
 
     name = "docker"
@@ -91,9 +94,12 @@ class DockerBackend(Backend):
         reap_interval: float = 30.0,
         ipc_root: str | Path = IPC_ROOT,
         docker_threads: int = 16,
+        runtime: str | None = None,
+        log_max_size: str = LOG_MAX_SIZE,
     ) -> None:
         if pool < 0 or max_starting < 1:
             raise ValueError("pool must be >= 0 and max_starting >= 1")
+        self.runtime = Runtime(runtime or None, log_max_size)
         self.image = image
         self.pool_size = pool
         self.max_starting = max_starting
@@ -124,6 +130,7 @@ class DockerBackend(Backend):
     ) -> None:
         try:
             self._ops = await DockerOps.connect(self._threads)
+            await self._check_runtime()
             monitor = ExitMonitor(docker.from_env, f"{reaper.SERVER}={self.owner.instance}")
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -136,16 +143,31 @@ class DockerBackend(Backend):
                     self._pool(spec)
                 tg.start_soon(self._reap_forever)
                 log.info(
-                    "docker backend %s: pool %d per env, %d starting at once",
+                    "docker backend %s: pool %d per env, %d starting at once, runtime %s",
                     self.owner.instance,
                     self.pool_size,
                     self.max_starting,
+                    self.runtime.name or "(the engine's default)",
                 )
                 task_status.started()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._cleanup()
                 self._stopped.set()
+
+    async def _check_runtime(self) -> None:
+        """Refuse to start on a runtime the engine does not know: every session would fail."""
+        assert self._ops is not None
+        name = self.runtime.name
+        if name is None:
+            return
+        known = (await self._ops.call(self._ops.api.info)).get("Runtimes") or {}
+        if name not in known:
+            raise SandboxStartError(
+                f"the Docker engine knows no runtime {name!r} (it knows: {', '.join(sorted(known))}); "
+                "scripts/setup_docker.sh registers runsc (gVisor)",
+                fatal=True,
+            )
 
     async def aclose(self) -> None:
         """Remove every container and directory of this server (pooled ones too)."""
@@ -251,6 +273,7 @@ class DockerBackend(Backend):
                 session_id=session_id,
                 ready_timeout=self.ready_timeout,
                 build_hint=build_command(spec),
+                runtime=self.runtime,
             )
         finally:
             self._launching -= 1
@@ -282,6 +305,7 @@ class DockerBackend(Backend):
         return {
             "name": self.name,
             "instance": self.owner.instance,
+            "runtime": self.runtime.name,
             "containers": len(self._live),
             "max_starting": self.max_starting,
             "starting": self._launching,

@@ -25,6 +25,7 @@ import anyio.abc
 import docker
 import docker.errors
 
+from ...confine import AGENT_USER_VAR, GRADER_USER_VAR
 from ...env import SandboxSettings
 from ...errors import SandboxStartError
 from ..channel import FrameChannel
@@ -39,6 +40,11 @@ IPC_MOUNT = "/ipc"
 SOCKET_NAME = "sock"
 LOG_TAIL = 20
 """Lines of a container's output quoted when it failed to start."""
+LOG_MAX_SIZE = "1m"
+"""Default of the backend's ``log_max_size``: the most a container's output takes in the engine's log (json-file)."""
+WORKER_CAPABILITIES = ("SETUID", "SETGID", "KILL")
+"""All the worker holds when its env runs the agent's code as a uid of its own (``SandboxSettings.agent_user``):
+enough to start processes as the agent and the grader and to signal them, nothing else."""
 
 
 class DockerOps:
@@ -83,21 +89,42 @@ class DockerOps:
         await anyio.to_thread.run_sync(self.client.close)
 
 
-def host_config(ops: DockerOps, settings: SandboxSettings, ipc_dir: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Runtime:
+    """How the backend runs every container, whatever the env: the OCI runtime and the log cap."""
+
+    name: str | None = None
+    """An OCI runtime dockerd knows (``runc``, ``runsc``...); None: the engine's default."""
+    log_max_size: str = LOG_MAX_SIZE
+
+
+def host_config(ops: DockerOps, settings: SandboxSettings, ipc_dir: Path, runtime: Runtime) -> dict[str, Any]:
     """The confinement of a sandbox container: shut by default, opened only by the env's settings."""
     return ops.api.create_host_config(
         binds={str(ipc_dir): {"bind": IPC_MOUNT, "mode": "ro"}},
         network_mode="bridge" if settings.network else "none",
         read_only=settings.read_only,
-        tmpfs={"/tmp": f"size={settings.tmpfs_size}"},
+        tmpfs={"/tmp": f"size={settings.tmpfs_size}{',exec' if settings.tmpfs_exec else ''}"},
+        shm_size=settings.shm_size,
         cap_drop=["ALL"],
+        cap_add=list(WORKER_CAPABILITIES) if settings.agent_user else None,
         security_opt=["no-new-privileges"],
         mem_limit=settings.memory,
         memswap_limit=settings.memory,  # no swap on top of the memory limit
         nano_cpus=int(settings.cpus * 1e9),
         pids_limit=settings.pids,
         init=True,  # docker-init as PID 1: signals work, so a stop takes ~0.1 s, not 10
+        runtime=runtime.name,
+        log_config={"type": "json-file", "config": {"max-size": runtime.log_max_size, "max-file": "1"}},
     )
+
+
+def worker_identity(settings: SandboxSettings) -> tuple[str, dict[str, str]]:
+    """The container's user and the worker's environment: root holding only :data:`WORKER_CAPABILITIES` and
+    told the agent's and the grader's uids when the env runs the agent's code apart, else ``settings.user``."""
+    if not settings.agent_user:
+        return settings.user, {}
+    return "0:0", {AGENT_USER_VAR: settings.agent_user, GRADER_USER_VAR: settings.grader_user}
 
 
 @dataclass(eq=False)
@@ -127,6 +154,7 @@ async def launch(
     session_id: str,
     ready_timeout: float,
     build_hint: str,
+    runtime: Runtime,
 ) -> Container:
     """Create and start a container and wait until its worker connects (or it dies, or time runs out)."""
     await anyio.Path(ipc_dir).mkdir(mode=0o755, parents=True)
@@ -135,7 +163,7 @@ async def launch(
     os.chmod(path, 0o666)  # whatever uid the env runs as may connect
     container_id = ""
     try:
-        container_id = await _create(ops, image, settings, labels, ipc_dir, build_hint)
+        container_id = await _create(ops, image, settings, labels, ipc_dir, build_hint, runtime)
         exit_watch = monitor.watch(container_id)  # before start: no exit can be missed
         await ops.call(ops.api.start, container_id)
         stream = await _accept(listener, exit_watch, ready_timeout)
@@ -159,16 +187,24 @@ async def launch(
 
 
 async def _create(
-    ops: DockerOps, image: str, settings: SandboxSettings, labels: dict[str, str], ipc_dir: Path, build_hint: str
+    ops: DockerOps,
+    image: str,
+    settings: SandboxSettings,
+    labels: dict[str, str],
+    ipc_dir: Path,
+    build_hint: str,
+    runtime: Runtime,
 ) -> str:
+    user, environment = worker_identity(settings)
     try:
         created = await ops.call(
             ops.api.create_container,
             image,
             command=["--connect", f"{IPC_MOUNT}/{SOCKET_NAME}"],
-            user=settings.user,
+            user=user,
+            environment=environment,
             labels=labels,
-            host_config=host_config(ops, settings, ipc_dir),
+            host_config=host_config(ops, settings, ipc_dir, runtime),
             use_config_proxy=False,
         )
     except docker.errors.ImageNotFound:

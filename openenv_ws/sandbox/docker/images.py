@@ -116,6 +116,7 @@ def _dockerfile(project: Path, extra: bool) -> str:
         f"COPY extra {EXTRA_DIR}\n"
         f"RUN python -m compileall -q {EXTRA_DIR}\n"
         f"ENV PYTHONPATH={EXTRA_DIR}\n"
+        "RUN python -m openenv_ws.sandbox.docker.private ${ENV_TARGET}\n"
         "USER 65534:65534\n"
     )
 
@@ -192,7 +193,7 @@ def _docker_build(
     log = client.api.build(
         path=str(ctx),
         tag=tag,
-        buildargs={"BASE_IMAGE": base_image, "EXTRA_PACKAGES": " ".join(extra_packages)},
+        buildargs={"BASE_IMAGE": base_image, "EXTRA_PACKAGES": " ".join(extra_packages), "ENV_TARGET": spec.target},
         labels={"openenv-ws.env": spec.name, "openenv-ws.target": spec.target, "openenv-ws.version": __version__},
         forcerm=True,
         rm=True,
