@@ -28,7 +28,7 @@ def test_a_private_file_the_agent_could_read_stops_the_env(tmp_path):
         path.chmod(mode)
     confinement = Confinement(agent=Identity(os.getuid() + 12345, os.getgid() + 12345))
     confinement.check_private([hidden, tmp_path / "absent.json"])  # unreadable or missing: fine
-    with pytest.raises(SandboxStartError, match="exposed.json") as refused:
+    with pytest.raises(SandboxStartError, match=r"exposed\.json") as refused:
         confinement.check_private([hidden, exposed])
     assert refused.value.fatal
     Confinement().check_private([exposed])  # no uid of its own: nothing is promised, nothing checked
