@@ -95,14 +95,6 @@ async def test_kill_9_of_a_container_fails_only_its_session(docker_serve, engine
     assert await anyio.to_thread.run_sync(lambda: engine.managed(server=srv.instance)) == []  # warm ones included
 
 
-SUBPROCESS_TREE_NOT_CONTAINED = (
-    "the subprocess backend does not contain a sandbox's process tree: a worker has no PR_SET_PDEATHSIG and"
-    " reads its socket only between requests, so one mid-step outlives a killed server; the env's bash dies"
-    " with its worker (PR_SET_PDEATHSIG) but the commands it started do not (they are reparented to init)."
-    " Waits for the isolation work on sandbox/subprocess.py (a per-sandbox subreaper, or a PID namespace)."
-)
-
-
 def _kill_left(pids: set[int]) -> None:
     """Kill what a test made and a failure left behind (by PID): the next tests must not inherit it."""
     for pid in pids:
@@ -126,7 +118,6 @@ BACKGROUND_JOB = {"command": "sleep 3600 & echo started"}
 BUSY_COMMAND = {"command": "sleep 50", "timeout_s": 55}
 
 
-@pytest.mark.xfail(strict=True, reason=SUBPROCESS_TREE_NOT_CONTAINED)
 async def test_kill_9_of_a_worker_leaves_no_process_of_its_agent(start_server):
     srv = start_server("shell", "tests.helper_envs:FlakyEnv", "--sandbox", "subprocess")
     tree: set[int] = set()
@@ -145,7 +136,6 @@ async def test_kill_9_of_a_worker_leaves_no_process_of_its_agent(start_server):
         _kill_left(tree)
 
 
-@pytest.mark.xfail(strict=True, reason=SUBPROCESS_TREE_NOT_CONTAINED)
 async def test_kill_9_of_the_server_leaves_no_worker_or_agent_process(start_server):
     srv = start_server("tests.helper_envs:FlakyEnv", "shell", "--sandbox", "subprocess")
     tree: set[int] = set()
