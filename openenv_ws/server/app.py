@@ -18,8 +18,10 @@ from ..record import WRITER
 from ..registry import EnvSpec, resolve
 from ..sandbox import Backend, create_backend
 from .auth import TokenAuth
+from .browser_auth import ConsoleSockets
 from .config import ServerConfig
 from .connection import session_socket
+from .console import console_routes
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .mux import mux_socket
 from .sessions import SessionManager
@@ -70,9 +72,13 @@ def create_app(
             # Operator tooling: live frames of one session (inspector --follow), Prometheus metrics.
             WebSocketRoute("/v1/sessions/{session_id}/watch", watch_socket),
             Route("/metrics", metrics),
+            *console_routes(),  # the web console: static files at /ui, served by the package
             *(route for extension in extensions for route in extension(manager)),
         ],
-        middleware=[Middleware(TokenAuth, token=config.token, metrics=manager.metrics)] if config.token else [],
+        middleware=[
+            *([Middleware(TokenAuth, token=config.token, metrics=manager.metrics)] if config.token else []),
+            Middleware(ConsoleSockets),
+        ],
         lifespan=lifespan,
     )
     app.state.manager = manager

@@ -6,7 +6,9 @@ handshake gets the same 401 as its HTTP answer instead of being accepted (the AS
 ``websocket.http.response`` extension, which uvicorn has), so a client learns why before
 any frame; a server without that extension closes with 1008 ``unauthorized`` instead.
 ``/healthz`` stays open for load balancers and container health checks; it shows only
-counts and names, never a session's content.
+counts and names, never a session's content. So do the web console's own files (``/ui``): the
+package's static files, without data; the console sends the token with every request it makes,
+on its WebSockets as a subprotocol (:mod:`openenv_ws.server.browser_auth`).
 
 A pure ASGI middleware: a route pays one header lookup per request or per WebSocket, never
 per frame. The token is compared in constant time and never logged.
@@ -21,6 +23,7 @@ from typing import Any
 import msgspec
 
 from ..protocol import ErrorCode
+from .browser_auth import is_console_file, subprotocol_token
 from .connection import CLOSE_POLICY
 from .metrics import Metrics, NullMetrics
 
@@ -51,10 +54,12 @@ class TokenAuth:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
-        if kind not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
+        if kind not in ("http", "websocket") or scope["path"] in OPEN_PATHS or is_console_file(scope["path"]):
             await self.app(scope, receive, send)
             return
         given = bearer_token(scope["headers"])
+        if given is None:
+            given = subprotocol_token(scope)  # the web console's sockets (browsers send no header there)
         if given is not None and secrets.compare_digest(given, self._token):
             await self.app(scope, receive, send)
             return

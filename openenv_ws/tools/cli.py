@@ -70,10 +70,11 @@ _BOUNDS = {
 
 def _serve_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The ServerConfig fields of the tooling options; sets up logging (the token is redacted from it)."""
+    from ..server.browser_auth import secret_forms
     from ..server.logs import configure
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
-    configure(args.log_level, args.log_format, [token] if token else [])
+    configure(args.log_level, args.log_format, secret_forms(token) if token else [])
     for option, value in (("--record", args.record), ("--checkpoint-dir", args.checkpoint_dir)):
         if value:
             _writable_dir(option, Path(value))
