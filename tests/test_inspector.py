@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import select
+import struct
 import subprocess
 import sys
+import termios
 import time
 
 import anyio
@@ -12,7 +18,7 @@ import anyio.abc
 import httpx
 import pytest
 
-from openenv_ws import connect
+from openenv_ws import connect, connect_sync
 from openenv_ws.client.transport import WebSocket
 from openenv_ws.server import ServerConfig
 from openenv_ws.server.local import local_server
@@ -139,22 +145,57 @@ async def test_a_slow_watcher_loses_frames_not_the_session():
 
 
 def test_live_table_renders(start_server):
+    """Piped (no terminal): each refresh printed after the last, as plain text."""
     server = start_server("echo", "--sandbox", "inprocess")
 
-    async def hold_and_render() -> str:
+    async def hold_and_render() -> tuple[str, str]:
         async with connect(server.url, "echo") as env:
             await env.reset()
             cmd = sessions_command("--url", server.url, "--count", "2", "--interval", "0.1")
             result = await anyio.run_process(cmd, check=False)
             assert result.returncode == 0
-            return result.stdout.decode() + env.session_id
+            return result.stdout.decode(), env.session_id
 
-    out = anyio.run(hold_and_render)
-    session_id = out[-len("s-0123456789abcdef") :]
-    screens = out.split("\x1b[H\x1b[2J")[1:]
+    out, session_id = anyio.run(hold_and_render)
+    assert "\x1b" not in out  # no escape codes in a pipe
+    screens = [chunk for chunk in out.split(f"{server.http}  ok") if chunk.strip()]
     assert len(screens) == 2
-    assert "ID" in screens[-1] and "STEPS" in screens[-1] and "CLIENT" in screens[-1]
-    assert session_id in screens[-1] and "sessions 1/1024" in screens[-1]
+    header = next(line for line in screens[-1].splitlines() if line.lstrip().startswith("ID"))
+    assert header.split() == ["ID", "ENV", "BACKEND", "SANDBOX", "STATE", "AGE", "STEPS", "IDLE", "CLIENT"]
+    row = next(line for line in screens[-1].splitlines() if session_id in line)
+    assert row.split()[1:5] == ["echo", "inprocess", "inprocess", "active"] and row.split()[6] == "0"
+    assert "sessions 1/1024" in screens[-1] and "every 0.1s; Ctrl-C: quit" in screens[-1]
+
+
+def test_live_table_redraws_in_place_on_a_terminal(start_server):
+    """On a terminal (a pseudo-terminal here) rich redraws the table in place; q quits."""
+    server = start_server("echo", "--sandbox", "inprocess")
+    with connect_sync(server.url, "echo") as env:
+        env.reset()
+        leader, follower = pty.openpty()
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 160, 0, 0))
+        cmd = sessions_command("--url", server.url, "--interval", "0.2")
+        sized = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}  # the terminal's size rules
+        process = subprocess.Popen(cmd, stdin=follower, stdout=follower, stderr=follower, env=sized)
+        os.close(follower)
+        screen = bytearray()
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and screen.count(b"sessions 1/1024") < 3:
+                ready, _, _ = select.select([leader], [], [], 0.5)
+                if ready:
+                    screen.extend(os.read(leader, 65536))
+            os.write(leader, b"q")
+            assert process.wait(10) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(5)
+            os.close(leader)
+    text = screen.decode(errors="replace")
+    assert text.count("sessions 1/1024") >= 3, text
+    assert "\x1b[" in text and env.session_id in text and "q: quit" in text
+    assert "\x1b[2J" not in text  # redrawn in place, not by clearing the screen
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9", "ws://127.0.0.1:9/x"])

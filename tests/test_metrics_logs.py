@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import anyio
 import httpx
@@ -12,6 +14,7 @@ import pytest
 from openenv_ws import SandboxCrashedError, ValidationError, connect
 from openenv_ws.server.metrics import _backend_lines
 
+from .conftest import ROOT
 from .proxy import CuttableProxy
 
 SAMPLE = re.compile(r'^([a-z_:][a-z0-9_:]*)(\{([a-z_]+="[^"]*",?)*\})? (-?[0-9.e+-]+|\+Inf|NaN)$')
@@ -143,3 +146,14 @@ def test_json_logs(start_server):
     assert any(message.endswith("closed: closed by client") for message in ours)
     assert any(r["logger"] == "uvicorn.access" and "GET /v1/sessions" in r["message"] for r in records)
     assert "t0k" not in server.output()
+
+
+def test_the_counting_benchmark_runs():
+    """scripts/bench_metrics.py (docs/benchmarks.md, section f) still measures both ways."""
+    cmd = [sys.executable, "scripts/bench_metrics.py", "--calls", "2000", "--repeat", "1", "--scrapes", "20"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.strip().startswith("plain counters (Metrics.applied)") for line in lines)
+    assert any(line.strip().startswith("prometheus_client Counter + Histogram") for line in lines)
+    assert "one scrape, the whole /metrics body" in result.stdout

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
+import os
+import pty
+import struct
+import termios
+import threading
 
 import anyio
 import httpx
@@ -24,6 +30,47 @@ async def test_runs_every_episode_and_returns_one_record_each(inprocess_server):
     assert all(abs(r.episode_return - 1.5) < 1e-9 for r in records)
     assert len({r.session_id for r in records}) == 40
     assert "episodes 40/40" in out.getvalue() and "finished 40" in out.getvalue()
+    assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()  # not a terminal: plain lines
+
+
+async def test_a_terminal_gets_a_progress_bar_with_rate_and_eta(inprocess_server):
+    """On a real terminal (a pseudo-terminal here), rich draws the bar in place."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # 24 rows, 80 columns
+    screen = bytearray()
+
+    def drain() -> None:  # a terminal's reader: without one the writer would block on a full buffer
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            screen.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    with os.fdopen(follower, "w") as terminal:
+        assert terminal.isatty()
+        records = await run_episodes(
+            inprocess_server.url,
+            "echo",
+            lambda obs: {"message": "abc", "delay_s": 0.01},
+            episodes=30,
+            concurrency=6,
+            options={"max_steps": 5},
+            progress=terminal,
+        )
+    os.close(leader)
+    reader.join(5)
+    assert all(r.ok for r in records)
+    text = screen.decode(errors="replace")
+    assert "\x1b[" in text  # drawn in place with escape codes
+    assert "\x1b[1A" in text  # redrawn in place: the cursor goes back up over the two lines
+    final = text.rsplit("episodes ", 1)[1]
+    assert "30/30" in final and "100%" in final and "ep/s" in final and "eta" in final
+    assert "running 0 · failed 0 · retried 0 · 150 steps" in final
 
 
 async def test_max_steps_ends_an_endless_episode(inprocess_server):

@@ -33,6 +33,7 @@ from ..errors import (
     SessionLostError,
 )
 from .mux import multiplex as multiplex_sessions
+from .progress import EpisodeProgress
 from .session import connect
 
 Policy = Callable[[Any], Awaitable[Any] | Any]
@@ -56,33 +57,6 @@ class EpisodeRecord:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-@dataclass
-class _Progress:
-    total: int
-    stream: TextIO | None
-    running: int = 0
-    finished: int = 0
-    failed: int = 0
-    retried: int = 0
-    steps: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    def line(self) -> str:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        return (
-            f"episodes {self.finished + self.failed}/{self.total} | running {self.running} | "
-            f"finished {self.finished} | failed {self.failed} | retried {self.retried} | "
-            f"steps {self.steps} ({self.steps / elapsed:,.0f}/s) | {elapsed:,.1f}s"
-        )
-
-    async def show(self, interval: float) -> None:
-        assert self.stream is not None
-        while True:
-            self.stream.write("\r" + self.line() + "\x1b[K")
-            self.stream.flush()
-            await anyio.sleep(interval)
 
 
 async def _call_policy(policy: Policy, observation: Any) -> Any:
@@ -113,16 +87,18 @@ async def run_episodes(
     """Run ``episodes`` episodes of ``env``, ``concurrency`` at a time; one record each, in order.
 
     ``policy(observation)`` (sync or async) returns the next action. ``max_steps`` stops
-    an episode that neither terminates nor truncates. ``progress`` shows a live line on
-    a terminal (default: when stderr is one). ``multiplex=N`` carries all sessions over N
-    shared connections instead of one socket each. Extra keyword arguments go to ``connect()``.
+    an episode that neither terminates nor truncates. ``progress`` shows a progress bar with
+    rate and ETA on a terminal (default: when stderr is one; ``True`` or a stream: there, as
+    plain lines when it is no terminal; see :mod:`openenv_ws.client.progress`). ``multiplex=N``
+    carries all sessions over N shared connections instead of one socket each. Extra keyword
+    arguments go to ``connect()``.
     """
     if seeds is not None and len(seeds) != episodes:
         raise ValueError("seeds must have one entry per episode")
     stream = sys.stderr if progress is None or progress is True else (progress or None)
     if progress is None and not (stream is not None and stream.isatty()):
         stream = None
-    state = _Progress(total=episodes, stream=stream)
+    state = EpisodeProgress(total=episodes, stream=stream)
     records = [EpisodeRecord(index=i, seed=seeds[i] if seeds else i) for i in range(episodes)]
     queue = iter(records)
 
@@ -189,12 +165,9 @@ async def run_episodes(
             open_session = partial(connect, url)
         async with anyio.create_task_group() as tg:
             if stream is not None:
-                tg.start_soon(state.show, 0.25)
+                tg.start_soon(state.show)
             async with anyio.create_task_group() as workers:
                 for _ in range(min(concurrency, episodes)):
                     workers.start_soon(worker)
-            tg.cancel_scope.cancel()
-    if stream is not None:
-        stream.write("\r" + state.line() + "\x1b[K\n")
-        stream.flush()
+            tg.cancel_scope.cancel()  # the progress display ends with the final state
     return records

@@ -21,8 +21,10 @@ from ..sandbox import Backend, create_backend
 from .access import SessionAccess, described, visible
 from .auth import TokenAuth
 from .body_limit import BodyLimit
+from .browser_auth import ConsoleSockets
 from .config import ServerConfig
 from .connection import session_socket
+from .console import console_routes
 from .http_errors import EXCEPTION_HANDLERS, json_error
 from .identity import TokenGrant, TokenTable, identity_of
 from .mcp import SessionTools
@@ -81,6 +83,7 @@ def create_app(
             # A session's tools for MCP clients (streamable HTTP): server/mcp.py.
             Route(MCP_PATH, tools.endpoint, methods=["GET", "POST", "DELETE"]),
             Route("/metrics", metrics),
+            *console_routes(),  # the web console: static files at /ui, served by the package
             *(route for extension in extensions for route in extension(manager)),
         ],
         middleware=_middleware(config, manager),
@@ -103,7 +106,7 @@ def _middleware(config: ServerConfig, manager: SessionManager) -> list[Middlewar
     """The token check first (nothing of a stranger's body is read), then the body limit."""
     tokens = token_table(config)
     checks = [Middleware(TokenAuth, tokens=tokens, metrics=manager.metrics)] if len(tokens) else []
-    return [*checks, Middleware(BodyLimit, max_bytes=config.max_body_bytes)]
+    return [*checks, Middleware(ConsoleSockets), Middleware(BodyLimit, max_bytes=config.max_body_bytes)]
 
 
 def _manager(scope_app: Any) -> SessionManager:

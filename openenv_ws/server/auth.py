@@ -6,7 +6,9 @@ handshake gets the same 401 as its HTTP answer instead of being accepted (the AS
 ``websocket.http.response`` extension, which uvicorn has), so a client learns why before
 any frame; a server without that extension closes with 1008 ``unauthorized`` instead.
 ``/healthz`` stays open for load balancers and container health checks; it shows only
-counts and names, never a session's content.
+counts and names, never a session's content. So do the web console's own files (``/ui``): the
+package's static files, without data; the console sends the token with every request it makes,
+on its WebSockets as a subprotocol (:mod:`openenv_ws.server.browser_auth`).
 
 A known token's :class:`~openenv_ws.server.identity.Identity` (its name and scope) goes
 into the ASGI scope for the routes (:func:`~openenv_ws.server.identity.identity_of`): what
@@ -22,6 +24,7 @@ import logging
 from typing import Any
 
 from ..protocol import ErrorCode
+from .browser_auth import is_console_file, subprotocol_token
 from .connection import CLOSE_POLICY
 from .http_errors import error_body, error_headers
 from .identity import IDENTITY_KEY, TokenTable
@@ -53,10 +56,12 @@ class TokenAuth:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
-        if kind not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
+        if kind not in ("http", "websocket") or scope["path"] in OPEN_PATHS or is_console_file(scope["path"]):
             await self.app(scope, receive, send)
             return
         given = bearer_token(scope["headers"])
+        if given is None:
+            given = subprotocol_token(scope)  # the web console's sockets (browsers send no header there)
         identity = self._tokens.identify(given) if given is not None else None
         if identity is not None:
             await self.app({**scope, IDENTITY_KEY: identity}, receive, send)

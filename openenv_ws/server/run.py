@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 from uvicorn.config import LOGGING_CONFIG
 
 from ..tuning import tune_gc
+from .console import console_url
 from .sessions import SessionManager
 
 log = logging.getLogger("openenv_ws.server")
@@ -41,6 +42,14 @@ class DrainingServer(uvicorn.Server):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            # The port actually bound (--port 0 picks one), and the console a newcomer opens first.
+            port = next((s.getsockname()[1] for server in self.servers for s in server.sockets), self.config.port)
+            locked = " (it asks for the token)" if self.manager.config.token else ""
+            log.info("web console: %s%s", console_url(self.config.host, port), locked)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:

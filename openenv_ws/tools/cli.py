@@ -87,6 +87,7 @@ _BOUNDS = {
 
 def _serve_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The ServerConfig fields of the tooling options; sets up logging (the tokens are redacted from it)."""
+    from ..server.browser_auth import secret_forms
     from ..server.identity import TokenFileError, TokenGrant, TokenTable, read_token_file
     from ..server.logs import configure
 
@@ -97,7 +98,7 @@ def _serve_settings(args: argparse.Namespace) -> dict[str, Any]:
         TokenTable(grants)  # duplicates and clashing names: said now, not at the first request
     except TokenFileError as exc:
         raise SystemExit(f"openenv-ws serve: {exc}") from None
-    configure(args.log_level, args.log_format, [grant.token for grant in grants])
+    configure(args.log_level, args.log_format, [form for grant in grants for form in secret_forms(grant.token)])
     for option, value in (("--record", args.record), ("--checkpoint-dir", args.checkpoint_dir)):
         if value:
             _writable_dir(option, Path(value))

@@ -3,7 +3,8 @@
 ``openenv-ws sessions`` and ``scripts/inspect_sessions.py`` do the same:
 
 - no option: a table of the server's sessions (id, env, backend, sandbox, state, age, steps,
-  idle time, client), redrawn every ``--interval`` seconds until ``q`` or Ctrl-C;
+  idle time, client), redrawn in place every ``--interval`` seconds until ``q`` or Ctrl-C
+  (on a terminal; piped, each refresh is printed as plain text after the last);
 - ``--json``: one snapshot (``{"server", "time", "health", "sessions"}``) for scripts;
 - ``--follow ID``: the frames of session ``ID`` as they pass, read-only, until it ends
   (``--json`` prints them as the server sends them, one JSON object per line).
@@ -23,19 +24,22 @@ import contextlib
 import json
 import os
 import select
-import shutil
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import anyio
 
 from ..client.transport import ConnectionLost, WebSocket, auth_headers
 from ..errors import AuthError, OpenEnvWSError
+
+if TYPE_CHECKING:  # rich is imported when a table is drawn: the CLI imports this module for every command
+    from rich.console import Group
+    from rich.table import Table
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -102,28 +106,64 @@ COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("IDLE", lambda s: duration(s["idle_s"])),
     ("CLIENT", lambda s: s.get("client") or "-"),
 ]
+_RIGHT = {"AGE", "STEPS", "IDLE"}
+_STATE_STYLE = {"active": "green", "busy": "yellow", "detached": "dim"}
 
 
-def table(snap: dict[str, Any], width: int = 200) -> list[str]:
+def headline(snap: dict[str, Any]) -> str:
+    """The server in one line: status, backend, sessions held of the maximum, the time of the snapshot."""
     health = snap["health"]
-    sessions = sorted(snap["sessions"], key=lambda s: -s["age_s"])
     backend = health.get("backend", {})
     backend_name = backend.get("name", "?") if isinstance(backend, dict) else backend
     clock = time.strftime("%H:%M:%S", time.localtime(snap["time"]))
-    lines = [
+    return (
         f"{snap['server']}  {health.get('status', '?')}  backend {backend_name}  "
-        f"sessions {len(sessions)}/{health.get('max_sessions', '?')} "
+        f"sessions {len(snap['sessions'])}/{health.get('max_sessions', '?')} "
         f"(busy {health.get('busy', 0)}, detached {health.get('detached', 0)}, opening {health.get('opening', 0)})"
-        f"  {clock}",
-        "",
-    ]
-    rows = [[name for name, _ in COLUMNS]] + [[cell(s) for _, cell in COLUMNS] for s in sessions]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    for row in rows:
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        f"  {clock}"
+    )
+
+
+_OPTIONAL = ("BACKEND", "SANDBOX", "IDLE", "AGE")
+"""Columns left out, in this order, when the terminal is too narrow (the backend is in the headline too)."""
+_GAP = 2
+
+
+def table(snap: dict[str, Any], width: int | None = None) -> Table:
+    """The sessions, oldest first, as a rich table (drawn by :func:`live`) that fits ``width`` columns."""
+    from rich import box
+    from rich.table import Table
+
+    sessions = sorted(snap["sessions"], key=lambda s: -s["age_s"])
+    rows = [[cell(session) for _, cell in COLUMNS] for session in sessions]
+    names = [name for name, _ in COLUMNS]
+    widths = {name: max([len(name)] + [len(row[i]) for row in rows]) for i, name in enumerate(names)}
+    shown = list(names)
+    for name in _OPTIONAL:
+        if width is None or sum(widths[n] for n in shown) + _GAP * (len(shown) - 1) <= width:
+            break
+        shown.remove(name)
+    grid = Table(
+        box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False, show_edge=False, header_style="bold"
+    )
+    for name in shown:
+        grid.add_column(name, justify="right" if name in _RIGHT else "left", no_wrap=True, overflow="ellipsis")
+    for session, row in zip(sessions, rows, strict=True):
+        style = _STATE_STYLE.get(session["state"], "") if session["state"] != "active" else ""
+        grid.add_row(*(value for name, value in zip(names, row, strict=True) if name in shown), style=style)
     if not sessions:
-        lines.append("(no sessions)")
-    return [line[:width] for line in lines]
+        grid.caption = "(no sessions)"
+    return grid
+
+
+def screen(snap: dict[str, Any] | None, error: str | None, hint: str, width: int | None = None) -> Group:
+    """One refresh: the headline, the table (or why there is none), the keys."""
+    from rich.console import Group
+    from rich.text import Text
+
+    if snap is None:
+        return Group(Text(error or "", style="red"), Text(hint, style="dim"))
+    return Group(Text(headline(snap), style="bold"), table(snap, width), Text(hint, style="dim"))
 
 
 @contextlib.contextmanager
@@ -157,26 +197,38 @@ def _quit_pressed(stream: TextIO, interactive: bool, wait: float) -> bool:
 
 
 def live(url: str, token: str | None, interval: float, count: int | None, out: TextIO = sys.stdout) -> int:
-    """Redraw the table every ``interval`` seconds until ``q``, Ctrl-C, or ``count`` refreshes."""
+    """Refresh every ``interval`` seconds until ``q``, Ctrl-C, or ``count`` refreshes.
+
+    On a terminal the table is redrawn in place (rich's ``Live``); elsewhere each refresh is
+    printed after the last as plain text, without escape codes.
+    """
+    from rich.console import Console
+    from rich.live import Live
+
+    console = Console(file=out, width=None if out.isatty() else 10_000)
     shown = 0
     with _keys(sys.stdin) as interactive:
-        try:
-            while count is None or shown < count:
-                # A terminal gets what fits; a pipe gets everything.
-                size = shutil.get_terminal_size() if out.isatty() else os.terminal_size((100_000, 100_000))
-                try:
-                    lines = table(snapshot(url, token), size.columns)
-                except InspectorError as exc:
-                    lines = [f"{base_url(url)}: {exc} (retrying every {interval}s)"]
-                hint = "q: quit" if interactive else "Ctrl-C: quit"
-                lines.append(f"\n(every {interval:g}s; {hint})")
-                out.write("\x1b[H\x1b[2J" + "\n".join(lines[: max(size.lines - 1, 3)]) + "\n")
-                out.flush()
-                shown += 1
-                if (count is None or shown < count) and _quit_pressed(sys.stdin, interactive, interval):
-                    break
-        except KeyboardInterrupt:
-            pass
+        hint = f"every {interval:g}s; " + ("q: quit" if interactive else "Ctrl-C: quit")
+        with contextlib.ExitStack() as stack:
+            display = None
+            if console.is_terminal:
+                display = stack.enter_context(Live(console=console, auto_refresh=False, vertical_overflow="crop"))
+            try:
+                while count is None or shown < count:
+                    try:
+                        view = screen(snapshot(url, token), None, hint, console.width if console.is_terminal else None)
+                    except InspectorError as exc:
+                        view = screen(None, f"{base_url(url)}: {exc} (retrying every {interval:g}s)", hint)
+                    if display is not None:
+                        display.update(view, refresh=True)
+                    else:
+                        console.print(view)
+                        console.print()
+                    shown += 1
+                    if (count is None or shown < count) and _quit_pressed(sys.stdin, interactive, interval):
+                        break
+            except KeyboardInterrupt:
+                pass
     return 0
 
 
