@@ -22,8 +22,8 @@ PROTOCOL_VERSION = 1
 
 MCP_PATH = "/v1/sessions/{session_id}/mcp"
 """Where a session's tools are served over MCP (streamable HTTP)."""
-SESSION_TOKEN_HEADER = "X-Session-Token"
-"""The HTTP header that carries a session's credential (its resume token) to its MCP endpoint."""
+RESUME_TOKEN_HEADER = "X-Resume-Token"
+"""The HTTP header that carries a session's own credential, its resume token (MCP, watching, OpenEnv's HTTP)."""
 
 Raw = msgspec.Raw
 

@@ -260,6 +260,28 @@ async def test_the_shell_agent_cannot_reach_its_checker(sandboxed):
         assert r.reward == 1.0 and r.terminated  # the episode went on, and the honest answer pays
 
 
+async def test_the_shells_file_tools_reach_what_the_agents_shell_reaches_no_more(sandboxed):
+    """read_file and write_file run as the agent: no way around its uid to the grader's files."""
+    async with connect(sandboxed.url, "shell", options={"task": "csv_total", "timeout_s": 30}) as env:
+        await env.reset(seed=3)
+        where = "python3 -c 'import openenv_ws_envs.shell as s; print(s.__path__[0])'"
+        r = await env.call_tool("run", {"command": f"id -u; echo x > locked; chmod 000 locked; ln -s $({where}) lib"})
+        uid = r.observation["output"].split()[0]
+        refused = [
+            await env.call_tool("read_file", {"path": path}) for path in ("locked", "lib/tasks.json", "/etc/shadow")
+        ]
+        assert refused[0].info["tool_error"] == "cannot read locked: Permission denied"
+        assert [r.info["tool_error"] for r in refused[1:]] == [
+            "lib/tasks.json: outside the workspace",
+            "/etc/shadow: outside the workspace",
+        ]
+        await env.call_tool("write_file", {"path": "made/answer.txt", "content": "1"})
+        owners = "python3 -c \"import os; print(os.stat('made').st_uid, os.stat('made/answer.txt').st_uid)\""
+        r = await env.call_tool("run", {"command": f"{owners}; echo 2 >> made/answer.txt"})  # (gVisor has no statx)
+        assert r.observation["output"].split() == [uid, uid] and r.observation["exit_code"] == 0
+        assert r.reward == 0.0 and not r.terminated
+
+
 async def test_a_new_episode_starts_with_none_of_the_last_ones_processes(sandboxed):
     """Before a task's setup runs as the agent's uid, every process of that uid is gone: none can tamper with it."""
     async with connect(sandboxed.url, "shell", options={"task": "count_errors"}) as env:

@@ -115,16 +115,16 @@ async def test_the_endpoint_wants_the_sessions_own_credential(server):
     async with connect(server.url, "notes") as env, httpx.AsyncClient(timeout=10) as http:
         await env.reset()
         body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
-        token = env.mcp_headers[p.SESSION_TOKEN_HEADER]
+        token = env.mcp_headers[p.RESUME_TOKEN_HEADER]
         assert (await http.post(env.mcp_url, json=body)).status_code == 401
-        wrong = await http.post(env.mcp_url, json=body, headers={p.SESSION_TOKEN_HEADER: "not-it"})
+        wrong = await http.post(env.mcp_url, json=body, headers={p.RESUME_TOKEN_HEADER: "not-it"})
         assert wrong.status_code == 404
         other = env.mcp_url.replace(env.session_id, "s-0000")
-        assert (await http.post(other, json=body, headers={p.SESSION_TOKEN_HEADER: token})).status_code == 404
+        assert (await http.post(other, json=body, headers={p.RESUME_TOKEN_HEADER: token})).status_code == 404
         as_bearer = await http.post(env.mcp_url, json=body, headers={"Authorization": f"Bearer {token}"})
         assert as_bearer.status_code == 200 and len(as_bearer.json()["result"]["tools"]) == 3
-        assert (await http.get(env.mcp_url, headers={p.SESSION_TOKEN_HEADER: token})).status_code == 405
-        huge = await http.post(env.mcp_url, content=b" " * (1 << 20) + b"{}", headers={p.SESSION_TOKEN_HEADER: token})
+        assert (await http.get(env.mcp_url, headers={p.RESUME_TOKEN_HEADER: token})).status_code == 405
+        huge = await http.post(env.mcp_url, content=b" " * (1 << 20) + b"{}", headers={p.RESUME_TOKEN_HEADER: token})
         # The server's body limit (every HTTP route) answers before the endpoint reads a byte of it.
         assert huge.status_code == 413 and "exceeds the limit of 1048576 bytes" in huge.json()["detail"]
 
@@ -132,17 +132,17 @@ async def test_the_endpoint_wants_the_sessions_own_credential(server):
             for _ in range(3):
                 yield b" " * 600_000
 
-        chunked = await http.post(env.mcp_url, content=chunks(), headers={p.SESSION_TOKEN_HEADER: token})
+        chunked = await http.post(env.mcp_url, content=chunks(), headers={p.RESUME_TOKEN_HEADER: token})
         assert chunked.status_code == 413
-        batch = await http.post(env.mcp_url, json=[body], headers={p.SESSION_TOKEN_HEADER: token})
+        batch = await http.post(env.mcp_url, json=[body], headers={p.RESUME_TOKEN_HEADER: token})
         assert batch.status_code == 400 and batch.json()["error"]["code"] == -32600
         unknown = await http.post(
-            env.mcp_url, json={**body, "method": "resources/list"}, headers={p.SESSION_TOKEN_HEADER: token}
+            env.mcp_url, json={**body, "method": "resources/list"}, headers={p.RESUME_TOKEN_HEADER: token}
         )
         assert unknown.json()["error"]["code"] == -32601
         failed: tuple = ()
         try:
-            async with mcp_client(env.mcp_url, {p.SESSION_TOKEN_HEADER: "not-it"}) as mcp:
+            async with mcp_client(env.mcp_url, {p.RESUME_TOKEN_HEADER: "not-it"}) as mcp:
                 await mcp.list_tools()
         except* McpError as group:  # the SDK's task groups wrap it
             failed = tuple(leaves(group))
@@ -153,12 +153,28 @@ async def test_with_a_server_token_both_credentials_are_needed(start_server):
     server = start_server(NOTES, "--sandbox", "inprocess", "--token", "server-secret")
     async with connect(server.url, "notes", token="server-secret") as env, httpx.AsyncClient(timeout=10) as http:
         await env.reset()
-        session_only = {p.SESSION_TOKEN_HEADER: env.mcp_headers[p.SESSION_TOKEN_HEADER]}
+        session_only = {p.RESUME_TOKEN_HEADER: env.mcp_headers[p.RESUME_TOKEN_HEADER]}
         body = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
         assert (await http.post(env.mcp_url, json=body, headers=session_only)).status_code == 401
         assert env.mcp_headers["Authorization"] == "Bearer server-secret"
         async with mcp_client(env.mcp_url, env.mcp_headers) as mcp:
             assert (await mcp.call_tool("write", {"key": "k", "text": "v"})).structuredContent == {"notes": {"k": "v"}}
+
+
+async def test_with_scoped_tokens_the_sessions_credential_is_what_counts(start_server, tmp_path):
+    """As everywhere (server/access.py): the resume token lets any valid caller act on its session."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text("alice-Secret-1 trainer alice\nbob-Secret-2 trainer bob\n")
+    server = start_server(NOTES, "--sandbox", "inprocess", "--token-file", str(tokens))
+    async with connect(server.url, "notes", token="alice-Secret-1") as env, httpx.AsyncClient(timeout=10) as http:
+        await env.reset()
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+        bob = {"Authorization": "Bearer bob-Secret-2"}
+        assert (await http.post(env.mcp_url, json=body, headers=bob)).status_code == 401  # a server token, no session's
+        handed = {**bob, p.RESUME_TOKEN_HEADER: env.mcp_headers[p.RESUME_TOKEN_HEADER]}
+        async with mcp_client(env.mcp_url, handed) as mcp:
+            wrote = await mcp.call_tool("write", {"key": "from", "text": "bob"})
+        assert wrote.structuredContent == {"notes": {"from": "bob"}}
 
 
 async def test_a_session_whose_client_is_gone_can_still_be_driven_and_is_recorded(start_server, tmp_path):
@@ -170,7 +186,7 @@ async def test_a_session_whose_client_is_gone_can_still_be_driven_and_is_recorde
         assert isinstance(p.decode_server(await ws.recv()), p.Result)
     assert wait_for(lambda: server.sessions()[0]["state"] == "detached")
     url = server.http + p.MCP_PATH.format(session_id=opened.session_id)
-    async with mcp_client(url, {p.SESSION_TOKEN_HEADER: opened.resume_token}) as mcp:
+    async with mcp_client(url, {p.RESUME_TOKEN_HEADER: opened.resume_token}) as mcp:
         await mcp.call_tool("write", {"key": "answer", "text": "42"})
         assert (await mcp.call_tool("finish", {})).meta["openenv_ws"]["reward"] == 1.0
     assert server.sessions()[0]["state"] == "detached"  # still waiting for its client to resume
@@ -197,7 +213,7 @@ async def test_a_closed_session_answers_404_with_the_requests_id(server):
         await env.close()
         async with httpx.AsyncClient(timeout=10) as http:
             body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "read", "arguments": {}}}
-            gone = await http.post(env.mcp_url, json=body, headers={p.SESSION_TOKEN_HEADER: env._core.resume_token})
+            gone = await http.post(env.mcp_url, json=body, headers={p.RESUME_TOKEN_HEADER: env._core.resume_token})
     assert gone.status_code == 404 and gone.json()["id"] == 7
 
 

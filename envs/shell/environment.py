@@ -20,6 +20,10 @@ from .._lib.tasks import load_tasks
 SESSION_SCRIPT = str(Path(__file__).with_name("session.sh"))
 BASH = ["bash", "--noprofile", "--norc"]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
+_WRITE = 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"'
+"""How ``write_file`` writes, as the agent: the directories it needs, then the file from stdin."""
+FILE_TOOL_BYTES = 1 << 20
+"""What a file tool's process may print (``read_file`` asks for at most ``6 x max_output_chars``)."""
 SCRIPT_OUTPUT_BYTES = 65536
 """What a task script's stdout may hold (the expected answer, a ``run`` command's output); the rest is dropped."""
 # A task's script and its inputs travel NUL-separated on stdin, read into shell variables before the
@@ -221,7 +225,7 @@ class ShellEnvironment(ProcessEnvironment):
         """
         self._state.step_count += 1
         try:
-            text, truncated = await anyio.to_thread.run_sync(self._read, self._inside(path), path)
+            text, truncated = await self._read(path)
         except ToolError as exc:
             return self._refused(exc)
         obs = ShellObservation(output=text, exit_code=0, output_truncated=truncated)
@@ -236,11 +240,13 @@ class ShellEnvironment(ProcessEnvironment):
             content: The file's whole new text.
         """
         self._state.step_count += 1
+        data = content.encode()
         try:
-            size = await anyio.to_thread.run_sync(_write, self._inside(path), content, path)
+            self._inside(path)
+            await self._as_agent(["bash", "-c", _WRITE, "write_file", path], data, f"cannot write {path}")
         except ToolError as exc:
             return self._refused(exc)
-        obs = ShellObservation(output=f"wrote {size} bytes to {path}\n", exit_code=0)
+        obs = ShellObservation(output=f"wrote {len(data)} bytes to {path}\n", exit_code=0)
         return await self._conclude({"write_file": path}, obs)
 
     async def _run(self, action: ShellAction) -> ShellObservation:
@@ -281,44 +287,76 @@ class ShellEnvironment(ProcessEnvironment):
         """A file tool's failure, as a result the model reads; it still counts towards ``max_steps``."""
         return error_result(str(exc), truncated=self._truncated(self._state.step_count))
 
-    def _inside(self, path: str) -> str:
-        """``path`` resolved against the shell's directory; a path leading out of the workspace is refused.
+    def _inside(self, path: str) -> None:
+        """Refuse a path that leads out of the workspace (resolved against the shell's directory).
 
-        A convenience for the model, not a boundary: the shell itself reads whatever the sandbox's user can.
+        A courtesy to the model, not a boundary: the files are read and written by processes that
+        run as the agent (:meth:`_as_agent`), which reach what the agent's own shell does, no more.
         """
         root = os.path.realpath(self.workspace.path)
         target = os.path.realpath(os.path.join(self._state.cwd or root, path))
         if target != root and not target.startswith(root + os.sep):
             raise ToolError(f"{path}: outside the workspace")
-        return target
 
-    def _read(self, target: str, shown: str) -> tuple[str, bool]:
+    async def _read(self, path: str) -> tuple[str, bool]:
+        """The file's text; past ``4 x max_output_chars`` bytes, its head and its tail."""
+        self._inside(path)
         limit = self.max_output_chars
-        try:
-            with open(target, "rb") as file:
-                head = file.read(4 * limit)
-                tail = b""
-                if file.read(1):  # longer: keep its end too
-                    file.seek(-2 * limit, os.SEEK_END)
-                    tail = file.read()
-        except OSError as exc:
-            raise ToolError(f"cannot read {shown}: {exc.strerror or exc}") from None
+        failed = f"cannot read {path}"
+        head = await self._as_agent(["head", "-c", str(4 * limit + 1), "--", path], b"", failed)
+        tail = b""
+        if len(head) > 4 * limit:  # longer: keep its end too
+            head = head[: 4 * limit]
+            tail = await self._as_agent(["tail", "-c", str(2 * limit), "--", path], b"", failed)
         capture = Capture(limit)
         capture.add(head.decode(errors="replace"))
         if tail:
             capture.add("\n... \n" + tail.decode(errors="replace"))
         return capture.text(), capture.truncated or bool(tail)
 
+    async def _as_agent(self, argv: list[str], data: bytes, failed: str) -> bytes:
+        """Run a short file command as the agent, in the shell's directory: its stdout, or a
+        :class:`ToolError` saying why it failed (the last line of its stderr) or that it hung."""
+        process = await anyio.open_process(
+            argv,
+            cwd=self._state.cwd or self.workspace.path,
+            env=self._environ(),
+            start_new_session=True,
+            **self.confinement.as_agent(),
+        )
+        assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+        out, err = bytearray(), bytearray()
+
+        async def feed() -> None:
+            try:
+                await process.stdin.send(data)  # type: ignore[union-attr]
+                await process.stdin.aclose()  # type: ignore[union-attr]
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                pass  # it ended without reading it
+
+        async def drain(stream: Any, into: bytearray) -> None:
+            async for chunk in stream:
+                into += chunk[: FILE_TOOL_BYTES - len(into)]
+
+        try:
+            with anyio.move_on_after(self.timeout_s):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(feed)
+                    tg.start_soon(drain, process.stderr, err)
+                    await drain(process.stdout, out)
+                status = await process.wait()
+                if status != 0:
+                    lines = err.decode(errors="replace").strip().splitlines()
+                    raise ToolError(f"{failed}: {lines[-1].rpartition(': ')[2] if lines else f'status {status}'}")
+                return bytes(out)
+            raise ToolError(f"{failed}: no answer within {self.timeout_s:g}s")
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                await process.aclose()
+
     async def state(self) -> ShellState:
         return self._state
-
-
-def _write(target: str, content: str, shown: str) -> int:
-    data = content.encode()
-    try:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "wb") as file:
-            file.write(data)
-    except OSError as exc:
-        raise ToolError(f"cannot write {shown}: {exc.strerror or exc}") from None
-    return len(data)

@@ -37,7 +37,7 @@ from ..errors import (
 )
 from ..protocol import (
     MCP_PATH,
-    SESSION_TOKEN_HEADER,
+    RESUME_TOKEN_HEADER,
     Checkpoint,
     Checkpointed,
     Close,
@@ -228,7 +228,7 @@ class EnvSession:
     @property
     def mcp_headers(self) -> dict[str, str]:
         """The headers an MCP client sends to :attr:`mcp_url`: the session's credential (and the server's token)."""
-        return {**self.headers, SESSION_TOKEN_HEADER: self._core.resume_token}
+        return {**self.headers, RESUME_TOKEN_HEADER: self._core.resume_token}
 
     async def state(self, *, timeout: float | None = None) -> Any:
         reply = await self._request(GetState(), timeout)

@@ -31,13 +31,10 @@ from typing import Any
 from starlette.requests import HTTPConnection
 
 from ..errors import CapacityError, ForbiddenError
-from ..protocol import Open
+from ..protocol import RESUME_TOKEN_HEADER, Open  # a session's own credential (also its MCP endpoint's)
 from .identity import ANONYMOUS, identity_of
 from .sessions import Session, SessionManager
 from .sink import FrameSink
-
-RESUME_TOKEN_HEADER = "X-Resume-Token"
-"""A session's own credential, sent to watch it or to act on it over HTTP without being its owner."""
 
 
 def client_of(connection: HTTPConnection) -> str:

@@ -8,12 +8,13 @@ trainer's WebSocket) stays attached: the frames of a call are passed on to it as
 numbering continues after them (:mod:`openenv_ws.core.client`). One driver at a time: a
 WebSocket client should not send while an MCP client calls tools in the same session.
 
-The credential is the session's resume token, in the ``X-Session-Token`` header (or as
-``Authorization: Bearer`` when the server runs without ``--token``, whose bearer that header
-then is). A call's answer is MCP's ``CallToolResult``: the observation as text and structured
-content, ``isError`` for a tool's own error or a step the session refused (bad arguments, no
-episode, an env failure: the model reads why), and the step's reward, termination and ``info``
-under ``_meta["openenv_ws"]``. A client that sends a ``progressToken`` and accepts SSE gets the
+The credential is the session's resume token, in the ``X-Resume-Token`` header (or as
+``Authorization: Bearer`` on a server without tokens, where that header is free), whoever the
+caller is (as in :mod:`openenv_ws.server.access`, the resume token lets any valid caller act on
+its session). A call's answer is MCP's ``CallToolResult``: the observation as text and
+structured content, ``isError`` for a tool's own error or a step the session refused (bad
+arguments, no episode, an env failure: the model reads why), and the step's reward,
+termination and ``info`` under ``_meta["openenv_ws"]``. A client that sends a ``progressToken`` and accepts SSE gets the
 step's streamed events as progress notifications first.
 
 Written on Starlette rather than with the SDK's server, so that a call is one request of the
@@ -34,9 +35,10 @@ import msgspec
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import Response, StreamingResponse
 
-from ..protocol import SESSION_TOKEN_HEADER, Closed, Error, ErrorCode, Event, Result, ServerFrame, Step, pack, unpack
+from ..protocol import RESUME_TOKEN_HEADER, Closed, Error, ErrorCode, Event, Result, ServerFrame, Step, pack, unpack
 from ..toolbox import mcp_result, result_text
 from ..version import __version__
+from .identity import ANONYMOUS, identity_of
 from .sessions import Session, SessionManager
 from .sink import FrameSink
 
@@ -205,20 +207,21 @@ class SessionTools:
         version = request.headers.get("mcp-protocol-version")
         if version is not None and version not in PROTOCOL_VERSIONS:
             raise RpcError(INVALID_REQUEST, f"unsupported MCP-Protocol-Version {version!r}", 400)
-        given = request.headers.get(SESSION_TOKEN_HEADER)
-        if given is None and not self.manager.config.token:
+        given = request.headers.get(RESUME_TOKEN_HEADER)
+        if given is None and identity_of(request.scope) is ANONYMOUS:  # no server tokens: Authorization is free
             scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
             given = credentials.strip() if scheme.lower() == "bearer" else None
         if not given:
-            message = f"unauthorized: send the session's resume token as {SESSION_TOKEN_HEADER}"
+            message = f"unauthorized: send the session's resume token as {RESUME_TOKEN_HEADER}"
             raise RpcError(SERVER_ERROR, message, 401)
         session = self.manager.get(request.path_params["session_id"])
         if session is None or not secrets.compare_digest(session.token.encode(), given.encode(errors="replace")):
+            self.manager.metrics.access_denied()
             raise RpcError(SERVER_ERROR, "no such session (unknown, closed, or the token is wrong)", 404)
         return session
 
     async def _message(self, request: HTTPRequest) -> dict[str, Any]:
-        body = await _bounded_body(request, self.manager.config.max_frame_bytes)
+        body = await request.body()  # at most max_body_bytes: the server's BodyLimit refused more with 413
         try:
             message = _json_decoder.decode(body)
         except msgspec.DecodeError as exc:
@@ -342,20 +345,6 @@ class SessionTools:
         if collected.reply is None:
             raise RpcError(SERVER_ERROR, f"the session ended during the call: {session.close_reason or 'taken over'}")
         return collected.reply
-
-
-async def _bounded_body(request: HTTPRequest, limit: int) -> bytes:
-    """The request's body, read no further than ``limit`` bytes (``--max-frame-bytes``)."""
-    too_large = RpcError(INVALID_REQUEST, f"the message exceeds the limit of {limit} bytes", 413)
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
-    return bytes(body)
 
 
 _instances: weakref.WeakKeyDictionary[SessionManager, SessionTools] = weakref.WeakKeyDictionary()
