@@ -285,6 +285,18 @@ async def test_scratch_space_and_logs_are_bounded(sandboxed, engine):
         assert value(await env.step({"code": code})) == (16 << 20, True)
 
 
+async def test_an_env_may_ask_for_its_runtime(docker_serve, engine):
+    server = docker_serve("tests.docker_envs:GVisorExecEnv")
+    async with connect(server.url, "exec-gvisor") as env:
+        await env.reset()
+        (container,) = await anyio.to_thread.run_sync(lambda: engine.managed(session=env.session_id))
+        assert container.attrs["HostConfig"]["Runtime"] == "runsc"
+        r = await env.step(
+            {"code": "import subprocess\nresult = subprocess.run(['dmesg'], capture_output=True).stdout"}
+        )
+        assert b"gVisor" in r.observation["result"]  # its kernel's own boot messages
+
+
 def test_an_unknown_runtime_stops_the_server_at_start(library_image):
     with pytest.raises(RuntimeError, match="knows no runtime 'no-such-runtime'"):
         ServerProcess("coding", "--sandbox", "docker", "--image", library_image, "-B", "runtime=no-such-runtime")
