@@ -256,6 +256,9 @@ async def test_the_shell_agent_cannot_reach_its_checker(sandboxed):
         assert r.reward == 0.0 and r.observation["exit_code"] == 0  # its own marker cuts only its own output
         r = await env.step({"command": "kill -9 -1; kill -9 $$"})  # every process of its uid, then its own shell
         assert r.observation["shell_restarted"] and r.reward == 0.0
+        r = await env.step({"command": "chmod 700 ."})  # the workspace closed to the checker: no reward, no error
+        assert r.reward == 0.0 and not r.observation["solved"]
+        await env.step({"command": "chmod 755 ."})
         r = await env.step({"command": "awk -F, '$2 == \"north\" {s += $3} END {print s}' sales.csv > answer.txt"})
         assert r.reward == 1.0 and r.terminated  # the episode went on, and the honest answer pays
 
