@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 
-from openenv_ws import connect
+from openenv_ws import SandboxCrashedError, connect
 from openenv_ws_envs._lib.child import running
 
 from .conftest import ServerProcess, wait_for
@@ -354,7 +354,7 @@ def test_a_killed_worker_takes_its_daemons_along(start_server):
             await env.reset()
             daemon, shell, worker = map(int, (await env.step({"command": DAEMON})).observation["output"].split())
             os.kill(worker, signal.SIGKILL)  # no sweep of its own: the cgroup holds the daemon
-            with pytest.raises(Exception, match="killed by signal SIGKILL"):
+            with pytest.raises(SandboxCrashedError, match="killed by signal SIGKILL"):
                 await env.step({"command": "true"})
         return [daemon, shell, worker]
 
