@@ -62,14 +62,14 @@ class Identity:
 
     def can_read(self, path: Path) -> bool:
         """Whether this identity may read ``path`` by its own mode bits (its directories aside: conservative)."""
-        mode = path.stat().st_mode
+        st = path.stat()
         if self.uid == 0:
             return True
-        if path.stat().st_uid == self.uid:
-            return bool(mode & stat.S_IRUSR)
-        if path.stat().st_gid == self.gid:
-            return bool(mode & stat.S_IRGRP)
-        return bool(mode & stat.S_IROTH)
+        if st.st_uid == self.uid:
+            return bool(st.st_mode & stat.S_IRUSR)
+        if st.st_gid == self.gid:
+            return bool(st.st_mode & stat.S_IRGRP)
+        return bool(st.st_mode & stat.S_IROTH)
 
 
 @dataclass(frozen=True)

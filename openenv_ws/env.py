@@ -67,6 +67,8 @@ class SandboxSettings(msgspec.Struct, kw_only=True, frozen=True):
     this user and the env's graders as ``grader_user``, and to stop them: the kernel keeps the agent's code
     away from the worker and the graders (``docs/security.md``)."""
     grader_user: str = "65533:65533"
+    runtime: str | None = None
+    """The OCI runtime the env asks for (e.g. ``"runsc"``: gVisor); the server's ``-B runtime=...`` overrides it."""
     private_files: tuple[str, ...] = ()
     """Files beside the env's module that the agent must never read (hidden tests, checkers): the image makes
     them readable by root only, and a worker whose agent has a uid of its own refuses the env while one is not."""

@@ -67,3 +67,13 @@ class MissingImageEnv(ExecEnv):
 
     name = "missing-image"
     sandbox = SandboxSettings(image="openenv-ws-test/does-not-exist:0")
+
+
+class GVisorExecEnv(ExecEnv):
+    """An env that asks for gVisor itself (``SandboxSettings.runtime``), whatever the server's default.
+
+    gVisor's own host threads count against the pids limit: 64 is too few for it to start reliably.
+    """
+
+    name = "exec-gvisor"
+    sandbox = SandboxSettings(memory="128m", cpus=0.5, pids=128, tmpfs_size="16m", runtime="runsc")

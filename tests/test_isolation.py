@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 
-from openenv_ws import connect
+from openenv_ws import SandboxCrashedError, connect
 from openenv_ws_envs._lib.child import running
 
 from .conftest import ServerProcess, wait_for
@@ -256,6 +256,9 @@ async def test_the_shell_agent_cannot_reach_its_checker(sandboxed):
         assert r.reward == 0.0 and r.observation["exit_code"] == 0  # its own marker cuts only its own output
         r = await env.step({"command": "kill -9 -1; kill -9 $$"})  # every process of its uid, then its own shell
         assert r.observation["shell_restarted"] and r.reward == 0.0
+        r = await env.step({"command": "chmod 700 ."})  # the workspace closed to the checker: no reward, no error
+        assert r.reward == 0.0 and not r.observation["solved"]
+        await env.step({"command": "chmod 755 ."})
         r = await env.step({"command": "awk -F, '$2 == \"north\" {s += $3} END {print s}' sales.csv > answer.txt"})
         assert r.reward == 1.0 and r.terminated  # the episode went on, and the honest answer pays
 
@@ -305,6 +308,18 @@ async def test_scratch_space_and_logs_are_bounded(sandboxed, engine):
         assert host["CapAdd"] == ["SETUID", "SETGID", "KILL"] and host["CapDrop"] == ["ALL"]
         code = "import os\nst = os.statvfs('/dev/shm')\n(st.f_blocks * st.f_frsize, os.access('/dev/shm', os.W_OK))"
         assert value(await env.step({"code": code})) == (16 << 20, True)
+
+
+async def test_an_env_may_ask_for_its_runtime(docker_serve, engine):
+    server = docker_serve("tests.docker_envs:GVisorExecEnv")
+    async with connect(server.url, "exec-gvisor") as env:
+        await env.reset()
+        (container,) = await anyio.to_thread.run_sync(lambda: engine.managed(session=env.session_id))
+        assert container.attrs["HostConfig"]["Runtime"] == "runsc"
+        r = await env.step(
+            {"code": "import subprocess\nresult = subprocess.run(['dmesg'], capture_output=True).stdout"}
+        )
+        assert b"gVisor" in r.observation["result"]  # its kernel's own boot messages
 
 
 def test_an_unknown_runtime_stops_the_server_at_start(library_image):
@@ -361,7 +376,7 @@ def test_a_killed_worker_takes_its_daemons_along(start_server):
             await env.reset()
             daemon, shell, worker = map(int, (await env.step({"command": DAEMON})).observation["output"].split())
             os.kill(worker, signal.SIGKILL)  # no sweep of its own: the cgroup holds the daemon
-            with pytest.raises(Exception, match="killed by signal SIGKILL"):
+            with pytest.raises(SandboxCrashedError, match="killed by signal SIGKILL"):
                 await env.step({"command": "true"})
         return [daemon, shell, worker]
 

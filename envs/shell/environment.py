@@ -123,14 +123,17 @@ class ShellEnvironment(ProcessEnvironment):
         is killed when it ends."""
         values = [f"RANDOM={self.seed or 0}\n{script}", *(inputs.get(name, "") for name in _INPUTS)]
         stdin = b"".join(value.replace("\0", "").encode() + b"\0" for value in values)
-        process = await anyio.open_process(
-            [*BASH, "-c", _LAUNCHER],
-            cwd=self.workspace.path,
-            env=self._environ(),
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            **spawn,
-        )
+        try:
+            process = await anyio.open_process(
+                [*BASH, "-c", _LAUNCHER],
+                cwd=self.workspace.path,
+                env=self._environ(),
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                **spawn,
+            )
+        except OSError:  # e.g. the agent took the workspace away from the grader (chmod 700): not solved
+            return None, ""
         assert process.stdin is not None and process.stdout is not None
         out = bytearray()
 

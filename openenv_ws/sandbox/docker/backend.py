@@ -130,7 +130,7 @@ class DockerBackend(Backend):
     ) -> None:
         try:
             self._ops = await DockerOps.connect(self._threads)
-            await self._check_runtime()
+            await self._check_runtimes(specs)
             monitor = ExitMonitor(docker.from_env, f"{reaper.SERVER}={self.owner.instance}")
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -155,16 +155,17 @@ class DockerBackend(Backend):
                 await self._cleanup()
                 self._stopped.set()
 
-    async def _check_runtime(self) -> None:
-        """Refuse to start on a runtime the engine does not know: every session would fail."""
+    async def _check_runtimes(self, specs: Sequence[EnvSpec]) -> None:
+        """Refuse to start on a runtime the engine does not know: every session there would fail."""
         assert self._ops is not None
-        name = self.runtime.name
-        if name is None:
+        wanted = {name for spec in specs if (name := self.runtime.for_env(spec.cls.sandbox))}
+        if not wanted:
             return
         known = (await self._ops.call(self._ops.api.info)).get("Runtimes") or {}
-        if name not in known:
+        unknown = sorted(wanted - set(known))
+        if unknown:
             raise SandboxStartError(
-                f"the Docker engine knows no runtime {name!r} (it knows: {', '.join(sorted(known))}); "
+                f"the Docker engine knows no runtime {unknown[0]!r} (it knows: {', '.join(sorted(known))}); "
                 "scripts/setup_docker.sh registers runsc (gVisor)",
                 fatal=True,
             )

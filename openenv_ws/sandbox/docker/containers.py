@@ -94,8 +94,12 @@ class Runtime:
     """How the backend runs every container, whatever the env: the OCI runtime and the log cap."""
 
     name: str | None = None
-    """An OCI runtime dockerd knows (``runc``, ``runsc``...); None: the engine's default."""
+    """An OCI runtime dockerd knows (``runc``, ``runsc``...) for every container; None: each env's choice
+    (``SandboxSettings.runtime``), else the engine's default."""
     log_max_size: str = LOG_MAX_SIZE
+
+    def for_env(self, settings: SandboxSettings) -> str | None:
+        return self.name or settings.runtime
 
 
 def host_config(ops: DockerOps, settings: SandboxSettings, ipc_dir: Path, runtime: Runtime) -> dict[str, Any]:
@@ -114,7 +118,7 @@ def host_config(ops: DockerOps, settings: SandboxSettings, ipc_dir: Path, runtim
         nano_cpus=int(settings.cpus * 1e9),
         pids_limit=settings.pids,
         init=True,  # docker-init as PID 1: signals work, so a stop takes ~0.1 s, not 10
-        runtime=runtime.name,
+        runtime=runtime.for_env(settings),
         log_config={"type": "json-file", "config": {"max-size": runtime.log_max_size, "max-file": "1"}},
     )
 
