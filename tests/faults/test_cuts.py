@@ -83,6 +83,10 @@ async def test_fifty_episodes_with_connections_cut_every_second_all_complete_exa
                 max_steps=20,
                 retries=0,  # no second chance: every episode must survive the cuts on its own
                 progress=False,
+                # Cuts come every second; on a loaded machine a handshake can take about as long, so
+                # a reconnect may be cut several times in a row: a budget that outlasts that.
+                reconnect_attempts=40,
+                max_backoff=0.5,
             )
         await other.steps_on()
         tg.cancel_scope.cancel()
