@@ -298,3 +298,10 @@ def test_events_past_the_byte_budget_are_sent_live_only_and_the_reply_is_still_k
     state.finish(frame, big_result(1, 5_000), clock())  # over the budget on its own
     assert state.cache[1].done and state.cache[1].frames[-1][0] == big_result(1, 5_000)[0]
     assert isinstance(state.receive(step(1), clock()), Repeat)
+
+
+def test_a_request_not_yet_picked_up_is_not_past_its_deadline(clock):
+    state = SessionState(Limits(), clock(1000.0))
+    state.receive(step(1), clock())  # accepted; its worker has not run yet
+    assert state.running_for(clock()) == 0.0
+    assert state.expiry(clock(), resume_grace=60.0, idle_timeout=300.0, deadline=600.0) is None
