@@ -32,21 +32,6 @@ fi
 [[ $(id -u) -eq 0 ]] || die "chromium is missing and installing it needs root (try: sudo bash $0)"
 command -v apt-get >/dev/null 2>&1 || die "chromium is missing and this is no Debian-like system: install it by hand"
 
-apt_get() { # apt_get ARGS...: 3 attempts, output to $APT_LOG
-    local i
-    for i in 1 2 3; do
-        if DEBIAN_FRONTEND=noninteractive apt-get -y -q \
-            -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confold \
-            "$@" </dev/null >>"$APT_LOG" 2>&1; then
-            return 0
-        fi
-        log "apt-get $1 failed (attempt $i/3)"
-        ((i < 3)) && sleep $((i * 5))
-    done
-    echo "----- last 30 lines of $APT_LOG -----" >&2
-    tail -n 30 "$APT_LOG" >&2 || true
-    return 1
-}
 
 log "apt: installing ${PACKAGES[*]} (output: $APT_LOG)"
 apt_get update || die "apt-get update failed"

@@ -366,9 +366,9 @@ def test_a_daemon_dies_with_its_session(start_server):
 
 
 def test_a_killed_worker_takes_its_daemons_along(start_server):
-    server = start_server("shell", "--sandbox", "subprocess")
     if os.geteuid() != 0:
         pytest.skip("per-session cgroups need root")  # CI runs as root: there the cgroup must be in use
+    server = start_server("shell", "--sandbox", "subprocess")
     assert server.health()["backend"]["cgroups"] in ("cgroup v1 freezer", "cgroup v2")
 
     async def main() -> list[int]:

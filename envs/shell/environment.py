@@ -34,6 +34,16 @@ _LAUNCHER = "".join(f"IFS= read -r -d '' {name}; " for name in ("__openenv_scrip
 _LAUNCHER += 'exec </dev/null; eval "$__openenv_script"'
 
 
+async def _stop_group(process: anyio.abc.Process) -> None:
+    """Kill a helper's whole process group (what it started too) and reap it, even when cancelled."""
+    with anyio.CancelScope(shield=True):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        await process.aclose()
+
+
 class ShellAction(Action):
     command: str
     timeout_s: Seconds | None = None
@@ -153,13 +163,7 @@ class ShellEnvironment(ProcessEnvironment):
                 return await process.wait(), out.decode(errors="replace")
             return None, ""
         finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-                await process.wait()
-                await process.aclose()
+            await _stop_group(process)
 
     async def _prepare(self) -> None:
         self._expected = ""
@@ -354,12 +358,7 @@ class ShellEnvironment(ProcessEnvironment):
                 return bytes(out)
             raise ToolError(f"{failed}: no answer within {self.timeout_s:g}s")
         finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-                await process.aclose()
+            await _stop_group(process)
 
     async def state(self) -> ShellState:
         return self._state
