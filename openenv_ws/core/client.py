@@ -47,9 +47,10 @@ class Call:
 
 
 # ---------------------------------------------------------------- what receive() decides
+# One is made per frame received: plain slotted classes (a frozen dataclass's __init__ costs twice).
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EventFor:
     """A new streamed event of a pending call: hand ``data`` to its callback."""
 
@@ -57,14 +58,14 @@ class EventFor:
     event: Event
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Answered:
     """A pending call got its reply (``call.reply``): wake its caller."""
 
     call: Call
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ended:
     """The server ended the session on its own; ``calls`` failed with ``error``: wake them."""
 

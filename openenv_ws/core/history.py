@@ -8,7 +8,7 @@ only by snapshot (or not at all) until its next reset.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..protocol import Reset, Result, ServerFrame, Step
 
@@ -19,46 +19,60 @@ class Entry:
     reply: ServerFrame
 
 
-@dataclass(slots=True)
 class EpisodeHistory:
-    max_bytes: int
-    entries: list[Entry] = field(default_factory=list)
-    size: int = 0
-    steps: int = 0
-    """Steps of the episode that returned a result."""
-    dropped: bool = False
-    """The episode outgrew ``max_bytes``: it cannot be replayed until its next reset."""
-    started: bool = False
-    """A reset has been applied."""
+    """The last reset and the steps since, bounded in bytes."""
+
+    __slots__ = ("_log", "dropped", "max_bytes", "size", "started", "steps")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._log: list[tuple[Reset | Step, ServerFrame]] = []
+        """(request, reply) pairs: a tuple per step is the cheapest record on the step path."""
+        self.size = 0
+        self.steps = 0
+        """Steps of the episode that returned a result."""
+        self.dropped = False
+        """The episode outgrew ``max_bytes``: it cannot be replayed until its next reset."""
+        self.started = False
+        """A reset has been applied."""
+
+    @property
+    def entries(self) -> list[Entry]:
+        return [Entry(request, reply) for request, reply in self._log]
 
     def record(self, request: Reset | Step, reply: ServerFrame, size: int) -> None:
         """A reset or step was answered (``size``: bytes of the request and its reply)."""
-        if isinstance(request, Reset):
-            if not isinstance(reply, Result):
+        if type(request) is Reset:
+            if type(reply) is not Result:
                 return  # a failed reset changes nothing to replay
-            self.entries, self.size, self.steps, self.dropped, self.started = [], 0, 0, False, True
-        elif isinstance(reply, Result):
+            self._log, self.size, self.steps, self.dropped, self.started = [], 0, 0, False, True
+        elif type(reply) is Result:
             self.steps += 1
         if self.dropped:
             return
-        self.entries.append(Entry(request, reply))
+        self._log.append((request, reply))
         self.size += size
         if self.size > self.max_bytes:
-            self.entries, self.size, self.dropped = [], 0, True
+            self._log, self.size, self.dropped = [], 0, True
 
     def prefix(self, step: int) -> list[Entry]:
         """The entries that lead to the episode as it was after step ``step`` (0: just reset)."""
-        taken: list[Entry] = []
+        return [Entry(request, reply) for request, reply in self._prefix(step)]
+
+    def _prefix(self, step: int) -> list[tuple[Reset | Step, ServerFrame]]:
+        taken = []
         results = 0
-        for entry in self.entries:
-            if isinstance(entry.request, Step):
+        for request, reply in self._log:
+            if type(request) is Step:
                 if results == step:
                     break
-                results += isinstance(entry.reply, Result)
-            taken.append(entry)
+                results += type(reply) is Result
+            taken.append((request, reply))
         return taken
 
     def copy(self, step: int) -> EpisodeHistory:
         """The history of a copy made after step ``step``."""
-        entries = self.prefix(step)
-        return EpisodeHistory(self.max_bytes, list(entries), self.size, step, self.dropped, self.started)
+        copy = EpisodeHistory(self.max_bytes)
+        copy._log, copy.size, copy.steps = self._prefix(step), self.size, step
+        copy.dropped, copy.started = self.dropped, self.started
+        return copy

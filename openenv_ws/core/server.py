@@ -16,8 +16,8 @@ clock and no sockets: ``tests/unit/test_core_server.py``.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 from typing import Literal
 
 from ..protocol import Closed, Error, ErrorCode, Request, Result, ServerFrame, Step
@@ -45,14 +45,16 @@ class Limits:
     """What a ``queue_full`` refusal suggests as the wait."""
 
 
-@dataclass(slots=True)
 class CacheEntry:
     """What one request produced so far: its events, then its reply (``done``)."""
 
-    frames: list[Delivery] = field(default_factory=list)
-    done: bool = False
-    size: int = 0
-    """Bytes of ``frames``."""
+    __slots__ = ("done", "frames", "size")
+
+    def __init__(self) -> None:  # written out: one is made per request, a generated __init__ costs more
+        self.frames: list[Delivery] = []
+        self.done = False
+        self.size = 0
+        """Bytes of ``frames``."""
 
 
 # ---------------------------------------------------------------- what receive() decides
@@ -80,6 +82,10 @@ class Refuse:
 
 
 Admission = Apply | Repeat | Refuse
+
+APPLY_NOW = Apply(start=True)
+APPLY_LATER = Apply(start=False)
+"""The two acceptances, made once: :meth:`SessionState.receive` runs on every request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +117,8 @@ class SessionState:
         self.request_started = 0.0
         """When the request being applied was taken from the queue."""
         self.queue: deque[Request] = deque()
-        self.cache: OrderedDict[int, CacheEntry] = OrderedDict()
+        self.cache: dict[int, CacheEntry] = {}
+        """By number, oldest first (a dict keeps insertion order)."""
         self.cache_bytes = 0
 
     @property
@@ -127,7 +134,7 @@ class SessionState:
         entry = self.cache.get(seq)
         if entry is not None:  # a repeat: the same frames again, nothing applied twice
             return Repeat(list(entry.frames))
-        if self.closed:
+        if self.phase == "closed":
             message = f"session closed: {self.close_reason}"
             return Refuse(Error(seq=seq, code=ErrorCode.SESSION_CLOSED, message=message, fatal=True))
         if seq <= self.applied:
@@ -138,18 +145,27 @@ class SessionState:
             error = Error(seq=seq, code=ErrorCode.QUEUE_FULL, message=message, retry_after=self.limits.retry_after)
             return Refuse(error)
         self.applied = seq
-        self.cache[seq] = CacheEntry()
-        self._trim()
-        self.queue.append(frame)
-        start = not self.busy
-        if start:  # its deadline runs from now, even before a worker picks it up
-            self.request_started = now
+        cache = self.cache
+        cache[seq] = CacheEntry()
+        queue = self.queue
+        keep = self.limits.reply_cache + len(queue) + 1  # answered ones, plus the queued and in flight
+        while len(cache) > keep:  # drop the oldest answered (inline: this runs on every request)
+            oldest = next(iter(cache))
+            entry = cache[oldest]
+            if not entry.done:
+                break
+            del cache[oldest]
+            self.cache_bytes -= entry.size
+        queue.append(frame)
+        if self.busy:
+            return APPLY_LATER
         self.busy = True
-        return Apply(start)
+        self.request_started = now  # its deadline runs from now, even before a worker picks it up
+        return APPLY_NOW
 
     def next_request(self, now: float) -> Request | None:
         """The next request to apply, in order; None when there is none (the worker stops)."""
-        if self.queue and not self.closed:
+        if self.queue and self.phase != "closed":
             self.request_started = now
             return self.queue.popleft()
         self.busy = False
@@ -182,24 +198,19 @@ class SessionState:
             entry.size += size
             entry.done = True
             self.cache_bytes += size
-            self._trim_bytes(0)
-        if isinstance(reply, Result) and isinstance(request, Step):
-            self.steps += 1
+            if self.cache_bytes > self.limits.max_cache_bytes:
+                self._trim_bytes(0)
         self.last_activity = now
-        if isinstance(reply, Closed):
+        kind = type(reply)
+        if kind is Result:
+            if type(request) is Step:
+                self.steps += 1
+            return None
+        if kind is Closed:
             return "closed by client"
-        if isinstance(reply, Error) and reply.fatal:
+        if kind is Error and reply.fatal:
             return f"{reply.code}: {reply.message}"
         return None
-
-    def _trim(self) -> None:
-        """Keep the newest ``reply_cache`` answered requests (plus those still queued or in flight)."""
-        keep = self.limits.reply_cache + len(self.queue) + 1
-        while len(self.cache) > keep:
-            seq, entry = next(iter(self.cache.items()))
-            if not entry.done:
-                break
-            self._drop(seq)
 
     def _trim_bytes(self, room: int) -> None:
         """Drop the oldest answered requests until ``room`` more bytes fit (the newest answer stays)."""

@@ -61,8 +61,9 @@ class Channel:
         return self.mux.open and self.mux.channels.get(self.number) is self
 
     async def send(self, frame: ServerFrame, data: bytes) -> None:
-        if self.open:
-            self.mux.enqueue(self.number, data)
+        mux = self.mux
+        if mux.channels.get(self.number) is self:  # enqueue() checks the connection is open
+            mux.enqueue(self.number, data)
 
     def slow_request(self) -> None:
         pass  # its connection's reader always reads
@@ -83,6 +84,7 @@ class MuxConnection:
         self.peer = f"{client.host}:{client.port}" if client else "?"
         self._outbox: list[tuple[int, bytes]] = []
         self._outbox_bytes = 0
+        self._outbox_limit = manager.config.max_mux_buffer_bytes
         self._wake = anyio.Event()
         self._scope: anyio.CancelScope | None = None
         self._overflowed = False
@@ -92,7 +94,7 @@ class MuxConnection:
             return
         self._outbox.append((channel, data))
         self._outbox_bytes += len(data)
-        if self._outbox_bytes > self.manager.config.max_mux_buffer_bytes:
+        if self._outbox_bytes > self._outbox_limit:
             self._overflow()
             return
         self._wake.set()
@@ -103,7 +105,7 @@ class MuxConnection:
             "multiplexed connection from %s: %d bytes wait unread (limit %d); closing it, its %d sessions can resume",
             self.peer,
             self._outbox_bytes,
-            self.manager.config.max_mux_buffer_bytes,
+            self._outbox_limit,
             len(self.channels),
         )
         self.open = False

@@ -21,7 +21,7 @@ import anyio
 import anyio.abc
 
 from ..core.history import EpisodeHistory
-from ..core.server import Apply, Limits, Refuse, SessionState
+from ..core.server import APPLY_LATER, APPLY_NOW, Limits, Refuse, SessionState
 from ..errors import (
     CapacityError,
     OpenEnvWSError,
@@ -90,22 +90,31 @@ class _Opening:
     """An open in progress, which a repeat of the same open (same key) waits for."""
 
     def __init__(self) -> None:
-        self._event = anyio.Event()
+        self._event: anyio.Event | None = None  # made by the first waiter: almost every open has none
+        self._finished = False
         self._session: Session | None = None
         self._error: BaseException | None = None
 
     def done(self, session: Session) -> None:
         self._session = session
-        self._event.set()
+        self._finish()
 
     def fail(self, exc: BaseException) -> None:
         self._error = exc
-        self._event.set()
+        self._finish()
+
+    def _finish(self) -> None:
+        self._finished = True
+        if self._event is not None:
+            self._event.set()
 
     async def wait(self, timeout: float) -> Session:
-        with anyio.move_on_after(timeout):
-            await self._event.wait()
-        if not self._event.is_set():
+        if not self._finished:
+            if self._event is None:
+                self._event = anyio.Event()
+            with anyio.move_on_after(timeout):
+                await self._event.wait()
+        if not self._finished:
             raise SandboxStartError(f"the first attempt of this open did not finish within {timeout:g}s", fatal=True)
         if self._session is None:
             error = self._error
@@ -222,16 +231,17 @@ class Session:
         serves many sessions, passes False to have it applied in a task of its own.
         """
         admission = self.state.receive(frame, time.monotonic())
-        if type(admission) is Apply:
-            if admission.start:
-                # Applied in the caller's task (the connection's reader): no task per request. The
-                # reader does not need to run meanwhile (one request at a time), and a dropped
-                # socket does not cancel it, so the request completes and its reply is cached.
-                if inline:
-                    await self._work()
-                else:
-                    self.context.tasks.spawn(self._work)
-        elif isinstance(admission, Refuse):
+        if admission is APPLY_NOW:
+            # Applied in the caller's task (the connection's reader): no task per request. The
+            # reader does not need to run meanwhile (one request at a time), and a dropped
+            # socket does not cancel it, so the request completes and its reply is cached.
+            if inline:
+                await self._work()
+            else:
+                self.context.tasks.spawn(self._work)
+        elif admission is APPLY_LATER:
+            pass  # queued behind the request in flight; its worker applies it
+        elif type(admission) is Refuse:
             error = admission.error
             await sink.send(error, encode(error))
         else:  # a repeat: the same frames again, nothing applied twice
@@ -287,9 +297,10 @@ class Session:
             reply = Error(seq=seq, code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}", fatal=True)
         context.metrics.applied(frame, reply, time.perf_counter() - started)
         data = encode(reply)
-        if type(frame) is Step:
+        kind = type(frame)
+        if kind is Step:
             self.history.record(frame, reply, len(frame.action) + len(data))
-        elif type(frame) is Reset:
+        elif kind is Reset:
             self.history.record(frame, reply, len(data))
         ending = self.state.finish(frame, (reply, data), time.monotonic())
         await self._send(reply, data)
