@@ -208,6 +208,30 @@ def test_the_console_refuses_requests_without_the_token(guarded, page: Page):
     assert TOKEN not in guarded.output()
 
 
+def test_the_console_tells_a_trainer_token_it_is_for_operators(tmp_path, page: Page):
+    path = tmp_path / "tokens"
+    path.write_text("console-operator operator ops\nconsole-trainer trainer alice\n")
+    scoped = ServerProcess("echo", "--sandbox", "inprocess", "--token-file", str(path))
+    try:
+        page.goto(scoped.http + "/ui/")
+        page.locator("#token-input").fill("console-trainer")
+        page.locator("#login-form button[type=submit]").click()
+        expect(page.locator("#login-message")).to_contain_text("the console is for operators")
+        expect(page.locator("#login-message")).to_contain_text("trainer scope")
+        expect(page.locator("#view")).to_be_hidden()
+        screenshot(page, "console-trainer-refused")
+        page.locator("#token-input").fill("console-operator")
+        page.locator("#login-form button[type=submit]").click()
+        expect(page.locator("#sessions-table")).to_be_visible()
+        page.goto(scoped.http + "/ui/#/env/echo")
+        page.locator('[data-field="message"] input').fill("an operator plays")
+        page.locator("#reset").click()
+        page.locator("#step").click()
+        expect(page.locator("#observation")).to_contain_text("an operator plays")
+    finally:
+        scoped.stop()
+
+
 def test_console_files_and_headers():
     server = ServerProcess("echo", "--sandbox", "inprocess", "--token", TOKEN)
     try:

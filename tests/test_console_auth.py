@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
@@ -25,6 +26,19 @@ TOKEN = "s3cret/Token+42="
 def guarded():
     """At debug level, where the handshake's headers are logged: the token must not be."""
     started = ServerProcess("echo", "--sandbox", "inprocess", "--token", TOKEN, log_level="debug")
+    yield started
+    started.stop()
+
+
+OPERATOR, TRAINER, OBSERVER = "op-Token-1", "trainer-Token-2", "observer-Token-3"
+
+
+@pytest.fixture(scope="module")
+def scoped(tmp_path_factory):
+    """Scoped tokens: the console is an operator's tool there."""
+    path = tmp_path_factory.mktemp("tokens") / "tokens"
+    path.write_text(f"{OPERATOR} operator ops\n{TRAINER} trainer alice\n{OBSERVER} observer watcher\n")
+    started = ServerProcess("echo", "--sandbox", "inprocess", "--token-file", str(path))
     yield started
     started.stop()
 
@@ -94,3 +108,36 @@ def test_which_sockets_are_the_consoles(path, console):
     assert is_console_socket(path) is console
     scope = {"type": "websocket", "path": path, "subprotocols": offered()}
     assert subprotocol_token(scope) == (TOKEN.encode() if console else None)
+
+
+def console_get(server, path: str, token: str, console: bool = True) -> httpx.Response:
+    headers = {"authorization": f"Bearer {token}"}
+    if console:
+        headers["x-openenv-ws-console"] = "1"
+    return httpx.get(server.http + path, headers=headers, timeout=10)
+
+
+def test_the_console_is_for_operators_where_tokens_have_scopes(scoped):
+    assert console_get(scoped, "/v1/sessions", OPERATOR).status_code == 200
+    for token, scope in ((TRAINER, "trainer"), (OBSERVER, "observer")):
+        refused = console_get(scoped, "/v1/sessions", token)
+        assert refused.status_code == 403
+        body = refused.json()
+        assert body["code"] == "forbidden"
+        assert "the console is for operators" in body["detail"] and f"the {scope} scope" in body["detail"]
+        assert console_get(scoped, "/v1/envs", token).status_code == 403
+        # The API is not the console: the same token, without the console's header, is served as its scope allows.
+        assert console_get(scoped, "/v1/sessions", token, console=False).status_code == 200
+    # The console's sockets: an operator's token is let in, the others are refused at the handshake.
+    assert status_of(scoped.url + "/v1/sessions", offered(TRAINER)) == 403
+    assert status_of(scoped.url + "/v1/sessions/s-0/watch", offered(OBSERVER)) == 403
+    with ws_connect(scoped.url + "/v1/sessions", subprotocols=offered(OPERATOR), open_timeout=5) as ws:
+        assert ws.subprotocol == CONSOLE_SUBPROTOCOL
+        ws.send(json.dumps({"t": "open", "env": "echo"}))
+        assert json.loads(ws.recv(timeout=5))["t"] == "opened"
+    # A trainer's own client still opens sessions over the same socket path.
+    with ws_connect(
+        scoped.url + "/v1/sessions", additional_headers={"authorization": f"Bearer {TRAINER}"}, open_timeout=5
+    ) as ws:
+        ws.send(json.dumps({"t": "open", "env": "echo"}))
+        assert json.loads(ws.recv(timeout=5))["t"] == "opened"

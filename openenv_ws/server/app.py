@@ -21,7 +21,7 @@ from ..sandbox import Backend, create_backend
 from .access import SessionAccess, described, visible
 from .auth import TokenAuth
 from .body_limit import BodyLimit
-from .browser_auth import ConsoleSockets
+from .browser_auth import ConsoleRequests
 from .config import ServerConfig
 from .connection import session_socket
 from .console import console_routes
@@ -106,7 +106,7 @@ def _middleware(config: ServerConfig, manager: SessionManager) -> list[Middlewar
     """The token check first (nothing of a stranger's body is read), then the body limit."""
     tokens = token_table(config)
     checks = [Middleware(TokenAuth, tokens=tokens, metrics=manager.metrics)] if len(tokens) else []
-    return [*checks, Middleware(ConsoleSockets), Middleware(BodyLimit, max_bytes=config.max_body_bytes)]
+    return [*checks, Middleware(ConsoleRequests), Middleware(BodyLimit, max_bytes=config.max_body_bytes)]
 
 
 def _manager(scope_app: Any) -> SessionManager:

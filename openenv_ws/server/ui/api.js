@@ -2,6 +2,7 @@
 
 const TOKEN_KEY = "openenv-ws.token";
 const CONSOLE_SUBPROTOCOL = "openenv-ws.console";
+const CONSOLE_HEADER = "X-OpenEnv-WS-Console"; // the server lets only operators' tokens use the console
 const TOKEN_SUBPROTOCOL_PREFIX = "openenv-ws.bearer.";
 
 // The server's root: the console lives at <root>/ui/, so a reverse proxy's path prefix is kept.
@@ -36,7 +37,7 @@ export function forgetToken() {
 
 function headers() {
   const value = token();
-  return value ? { Authorization: `Bearer ${value}` } : {};
+  return value ? { Authorization: `Bearer ${value}`, [CONSOLE_HEADER]: "1" } : { [CONSOLE_HEADER]: "1" };
 }
 
 async function get(path) {
@@ -48,7 +49,7 @@ async function get(path) {
   } catch {
     detail = "";
   }
-  if (response.status === 401) {
+  if (response.status === 401 || response.status === 403) {
     const error = new Unauthorized(detail || "the server wants a token");
     window.dispatchEvent(new CustomEvent(UNAUTHORIZED_EVENT, { detail: error.message }));
     throw error;
@@ -75,7 +76,7 @@ function base64url(text) {
 export function openSocket(path) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const value = token();
-  const protocols = value ? [CONSOLE_SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX + base64url(value)] : [];
+  const protocols = value ? [CONSOLE_SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX + base64url(value)] : [CONSOLE_SUBPROTOCOL];
   return new WebSocket(`${scheme}//${location.host}${ROOT}${path}`, protocols);
 }
 
