@@ -11,7 +11,7 @@ reconnects once and resumes every session it carried, each on a new channel.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -57,7 +57,8 @@ class Carried(Protocol):
 
     def adopt(self, opened: Opened, link: Link) -> None: ...
 
-    async def deliver(self, frame: ServerFrame) -> None: ...
+    def deliver(self, frame: ServerFrame) -> Awaitable[Any] | None:
+        """Take a frame; an awaitable returned is awaited before the next frame (an event callback's)."""
 
     def fail(self, exc: OpenEnvWSError) -> None: ...
 
@@ -244,7 +245,9 @@ class MuxLink:
                     continue
                 session = self.sessions.get(number)
                 if session is not None:
-                    await session.deliver(frame)
+                    pending = session.deliver(frame)
+                    if pending is not None:
+                        await pending
 
     def _fail_all(self, exc: OpenEnvWSError) -> None:
         self._failure = exc

@@ -475,7 +475,9 @@ class EnvSession:
             except ProtocolError as exc:
                 self.fail(exc)
                 return
-            await self.deliver(frame)
+            pending = self.deliver(frame)
+            if pending is not None:
+                await pending
 
     async def _reconnect(self) -> bool:
         """Resume on a new socket of its own (the client's reconnect policy)."""
@@ -519,21 +521,28 @@ class EnvSession:
             self._recorder = client_recorder(self.record, opened, self.options)
         self._ready.set()
 
-    async def deliver(self, frame: ServerFrame) -> None:
-        """A frame from the server for this session."""
+    def deliver(self, frame: ServerFrame) -> Awaitable[Any] | None:
+        """A frame from the server for this session.
+
+        Returns what an event callback returned when it is awaitable: the reader awaits it
+        before the next frame, so events keep their order. Plain, not a coroutine: it runs for
+        every frame received, and almost none needs awaiting.
+        """
         if self._recorder is not None and not isinstance(frame, Pong):
             self._recorder.reply(encode(frame))
         dispatch = self._core.receive(frame)
-        if type(dispatch) is Answered:
+        kind = type(dispatch)
+        if kind is Answered:
             dispatch.call.waiter.set()
-        elif type(dispatch) is EventFor:
+        elif kind is EventFor:
             callback = dispatch.call.on_event
             if callback is not None:
                 outcome = callback(unpack(dispatch.event.data))
                 if inspect.isawaitable(outcome):
-                    await outcome
-        elif type(dispatch) is Ended:
+                    return outcome
+        elif kind is Ended:
             self._wake(dispatch.calls)
+        return None
 
     def fail(self, exc: OpenEnvWSError) -> None:
         """End the session with ``exc`` (the first error stays): every waiting call raises it."""
