@@ -130,6 +130,7 @@ class DockerBackend(Backend):
     ) -> None:
         try:
             self._ops = await DockerOps.connect(self._threads)
+            self.owner = await reaper.with_engine(self.owner, self._ops)
             await self._check_runtimes(specs)
             monitor = ExitMonitor(docker.from_env, f"{reaper.SERVER}={self.owner.instance}")
             async with anyio.create_task_group() as tg:
