@@ -69,6 +69,9 @@ class ServerConfig:
     dropped connection costs a resume; a dead peer is still found within interval + timeout."""
     drain_timeout: float = 30.0
     """On shutdown, how long in-flight requests may take to finish."""
+    node: str | None = None
+    """The cluster node this server runs on: session ids name it, and resumes of ids naming
+    another node are refused with the owner's name. None outside a cluster."""
     retry_after: float = 1.0
     """What a capacity error suggests as the wait before trying again."""
     reap_interval: float = 1.0

@@ -30,6 +30,7 @@ from ..errors import (
     SessionLostError,
     UnknownEnvError,
 )
+from ..ids import node_label, node_of
 from ..protocol import (
     NIL,
     PROTOCOL_VERSION,
@@ -388,6 +389,7 @@ class SessionManager:
         self.backend = backend
         backend.max_frame_bytes = config.max_sandbox_frame_bytes
         self.config = config
+        backend.node = config.node or ""  # the ids it hands out name this node
         self.sessions: dict[str, Session] = {}
         self.draining = False
         self.opening = 0
@@ -638,6 +640,13 @@ class SessionManager:
         return sandbox
 
     def _resume(self, frame: Open, sink: FrameSink) -> Session:
+        owner = node_of(frame.session_id or "")
+        here = node_label(self.config.node or "")
+        if owner is not None and here and owner != here:
+            raise SessionLostError(
+                f"session {frame.session_id!r} is held by node {owner}, not {here}: resume it there",
+                fatal=True,
+            )
         session = self.sessions.get(frame.session_id or "")
         given = (frame.resume_token or "").encode()  # bytes: compare_digest refuses non-ASCII str
         if session is None or not secrets.compare_digest(session.token.encode(), given):
@@ -657,6 +666,7 @@ class SessionManager:
         held = len(self.sessions)
         return {
             "status": "draining" if self.draining else "ok",
+            **({"node": self.config.node} if self.config.node else {}),
             "backend": self.backend.describe(),
             "envs": list(self.specs),
             "sessions": held,

@@ -256,7 +256,7 @@ class DockerBackend(Backend):
 
     async def _launch(self, spec: EnvSpec) -> Container:
         assert self._ops is not None and self._monitor is not None
-        session_id = new_session_id()  # labelled now: a pooled container already knows its session
+        session_id = new_session_id(self.node)  # labelled now: a pooled container already knows its session
         labels = {
             **self.owner.labels(),
             reaper.SESSION: session_id,
