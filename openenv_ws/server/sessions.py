@@ -427,6 +427,7 @@ class SessionManager:
         self._tg: anyio.abc.TaskGroup | None = None
         self._starting: anyio.Semaphore | None = None
         self._drained = anyio.Event()
+        self._draining_started = False
 
     # ------------------------------------------------------------ lifetime
 
@@ -465,11 +466,26 @@ class SessionManager:
             else:
                 self.spawn(session.close, expiry.reason, expiry.notify, expiry.code)
 
+    async def wind_down(self, stop: Callable[[], bool] = lambda: False) -> None:
+        """The first step of a graceful shutdown: refuse new sessions (``/healthz`` says ``draining``)
+        and let open ones go on and end by themselves, for up to ``config.drain_sessions`` seconds
+        or until ``stop()`` says to stop waiting. Resumes are still accepted meanwhile."""
+        self.draining = True
+        if self.config.drain_sessions <= 0 or not self.sessions:
+            return
+        log.info("draining: %d sessions may go on for up to %ss", len(self.sessions), self.config.drain_sessions)
+        with anyio.move_on_after(self.config.drain_sessions):
+            while self.sessions and not stop():
+                await anyio.sleep(0.05)
+        if self.sessions:
+            log.info("draining: handing back %d sessions", len(self.sessions))
+
     async def drain(self) -> None:
         """Graceful shutdown: refuse new sessions, let in-flight requests finish, close all."""
-        if self.draining:
+        if self._draining_started:
             await self._drained.wait()
             return
+        self._draining_started = True
         self.draining = True
         log.info("draining %d sessions", len(self.sessions))
         with anyio.move_on_after(self.config.drain_timeout):
@@ -513,6 +529,10 @@ class SessionManager:
                 code=ErrorCode.UNSUPPORTED_VERSION,
                 fatal=True,
             )
+        if frame.session_id:
+            return self._resume(frame, sink)
+        if frame.session_id:
+            return self._resume(frame, sink)
         if self.draining:
             raise CapacityError(
                 "server is shutting down",
@@ -520,8 +540,6 @@ class SessionManager:
                 retry_after=self.config.retry_after,
                 fatal=True,
             )
-        if frame.session_id:
-            return self._resume(frame, sink)
         if frame.open_key:
             known = self._by_open_key.get(frame.open_key)
             if known is not None:

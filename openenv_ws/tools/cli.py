@@ -80,6 +80,7 @@ _BOUNDS = {
         ("max_sessions_per_client", int, "sessions one client (a token's name, or an IP) holds; None: no cap"),
         ("max_watchers", int, "live watchers of one session"),
         ("record_max_bytes", _size, "disk the recordings of --record may use, e.g. 10G (0: no bound)"),
+        ("drain_sessions", float, "on shutdown, seconds open sessions may go on and end, new ones refused"),
     ]
 }
 """ServerConfig fields that ``serve`` takes as ``--kebab-case`` options with the config's defaults."""
