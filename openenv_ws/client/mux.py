@@ -309,6 +309,7 @@ class MuxLink:
         self._fail_all(exc)
         for session in list(self._to_resume):
             session.fail(exc)
+        self._up.set()  # an open waiting for the connection to come back learns the failure
         if self._scope is not None:
             self._scope.cancel()
 
