@@ -186,18 +186,24 @@ class Cluster:
     async def check(self) -> None:
         """One round: every node's ``/healthz`` and one node's ``/v1/cluster``, all at once."""
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self.refresh)
+            tg.start_soon(self._refresh_within_a_heartbeat)
             for node in list(self.nodes.values()):
                 tg.start_soon(self._check, node)
         self.checked = time.monotonic()
 
+    async def _refresh_within_a_heartbeat(self) -> None:
+        with anyio.move_on_after(self.heartbeat):  # a round never waits longer for the members
+            await self.refresh()
+
     async def refresh(self, timeout: float | None = None) -> bool | None:
-        """Ask one node (the seed first, then the others) for the members of the cluster.
+        """Ask one node for the members of the cluster: one that answers (any), else the seed, else any other.
 
         True when one listed them, False when the seed says it is no node of a cluster (no such
         route), None when no node answered at all.
         """
-        sources = [http_base(self.seed)] + [http_base(n.url) for n in self.nodes.values() if n.status != "lost"]
+        answering = [http_base(n.url) for n in self.nodes.values() if n.status == "ok"]
+        random.shuffle(answering)  # the question is spread over the nodes
+        sources = [*answering, http_base(self.seed), *(http_base(n.url) for n in self.nodes.values())]
         for base in dict.fromkeys(sources):
             try:
                 status, body = await get_json(base + "/v1/cluster", self.headers, timeout or self.heartbeat)
