@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.abc
 
-from ..errors import CapacityError, NodeLostError, RequestTimeoutError, SessionLostError
+from ..errors import CapacityError, NodeLostError, RequestTimeoutError, SandboxStartError, SessionLostError
 from .cluster import Cluster, Node, discover
 from .mux import Multiplexer
 from .mux import multiplex as multiplex_one
@@ -35,8 +35,8 @@ from .transport import ConnectionLost, auth_headers
 
 T = TypeVar("T")
 
-REROUTED = (OSError, SessionLostError, RequestTimeoutError, CapacityError)
-"""Why opening a session on one node fails where another node may take it."""
+REROUTED = (OSError, SessionLostError, RequestTimeoutError, CapacityError, SandboxStartError)
+"""Why opening a session on one node fails where another node may take it (e.g. its engine is down)."""
 ROUTING_OPTIONS = ("cluster", "heartbeat", "heartbeat_misses")
 """Options of ``connect()``/``multiplex()`` that are not a session's."""
 
