@@ -12,18 +12,13 @@ addresses; ``down`` always runs at the end and must leave no namespace and no do
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import anyio
-import httpx
 import pytest
 import yaml
 
@@ -32,74 +27,11 @@ from openenv_ws.client.cluster import HEARTBEAT, MISSES
 from openenv_ws.ids import node_of
 
 from .conftest import ROOT
+from .swarm_lab import NODES, STACK, build_images, deploy, down, get, health, lab, node_url, on_node, up, wait
 
-LAB = Path(os.environ.get("OPENENV_WS_SWARM_LAB") or ROOT.parent / "shared" / "swarm-lab" / "swarm-lab.sh")
-BASE_IMAGE = os.environ.get("OPENENV_WS_BASE_IMAGE", "openenv-ws/python-base:3.11")
-SERVER_IMAGE = "openenv-ws-test/server:swarm"
-SANDBOX_IMAGE = "openenv-ws-test/sandbox:swarm"
-STACK = "oews"
-NODES = (1, 2, 3)
 LOST_WITHIN = (MISSES + 1) * HEARTBEAT  # the client's documented bound (docs/swarm.md), default options
-DEPLOY = {  # what the test sets through the stack's variables: short waits, one warm sandbox per node
-    "OPENENV_WS_SERVER_IMAGE": SERVER_IMAGE,
-    "OPENENV_WS_SANDBOX_IMAGE": SANDBOX_IMAGE,
-    "OPENENV_WS_POOL": "1",
-    "OPENENV_WS_DRAIN_SESSIONS": "10",
-    "OPENENV_WS_DRAIN_TIMEOUT": "5",
-    "OPENENV_WS_STOP_GRACE": "30s",
-    "OPENENV_WS_RESUME_GRACE": "10",
-    "OPENENV_WS_PING_INTERVAL": "3",
-    "OPENENV_WS_RESTART_DELAY": "0s",
-    "OPENENV_WS_UPDATE_DELAY": "1s",
-    "OPENENV_WS_UPDATE_MONITOR": "2s",
-}
 
 pytestmark = pytest.mark.timeout(900)
-
-
-def node_url(n: int) -> str:
-    return f"ws://10.77.0.{n}:8000"
-
-
-def node_http(n: int) -> str:
-    return f"http://10.77.0.{n}:8000"
-
-
-def run(*cmd: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-    return result
-
-
-def lab(*args: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
-    return run("bash", str(LAB), *args, env={**os.environ, **env}, timeout=timeout)
-
-
-def on_node(n: int, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """A docker CLI command against node ``n``'s engine."""
-    return run("docker", "-H", f"unix:///run/oe-n{n}/docker.sock", *args, env=env, timeout=120)
-
-
-def get(n: int, path: str) -> httpx.Response:
-    # trust_env=False: a proxy from the environment must never see the lab's addresses
-    with httpx.Client(trust_env=False, timeout=5) as client:
-        return client.get(node_http(n) + path)
-
-
-def health(n: int) -> dict | None:
-    try:
-        return get(n, "/healthz").json()
-    except httpx.HTTPError:
-        return None
-
-
-def wait(predicate, timeout: float, what: str, interval: float = 0.2) -> float:
-    """Poll until ``predicate()`` holds; returns the seconds it took (fails the test after ``timeout``)."""
-    started = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - started < timeout, f"{what}: not within {timeout}s"
-        time.sleep(interval)
-    return time.monotonic() - started
 
 
 def nodes_seen(records) -> Counter:
@@ -161,60 +93,14 @@ class Swarm:
         return {n: (health(n) or {}).get("backend", {}).get("instance") for n in NODES}
 
 
-def _build_images() -> None:
-    run(sys.executable, "scripts/compose_wheels.py")
-    for dockerfile, tag in (("deploy/server.Dockerfile", SERVER_IMAGE), ("sandboxes/Dockerfile", SANDBOX_IMAGE)):
-        run(
-            "docker",
-            "build",
-            "--force-rm",
-            "--network",
-            "none",
-            "-q",
-            "-f",
-            dockerfile,
-            "--build-arg",
-            f"BASE_IMAGE={BASE_IMAGE}",
-            "-t",
-            tag,
-            "deploy",
-        )
-
-
-def _leftovers() -> list[str]:
-    """What of a lab is still on this machine: namespaces, the host veth, dockerds of the lab."""
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
-    found = [name for name in netns if name.startswith("oe-")]
-    if subprocess.run(["ip", "link", "show", "oe-h"], capture_output=True).returncode == 0:
-        found.append("link oe-h")
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if cmdline.startswith("dockerd ") and "/oe-lab/" in cmdline:
-            found.append(f"dockerd pid {proc.name}")
-    return found
-
-
 @pytest.fixture(scope="module")
 def swarm() -> Iterator[Swarm]:
-    assert LAB.is_file(), f"the swarm lab script is missing: {LAB} (set OPENENV_WS_SWARM_LAB)"
-    run("bash", "scripts/setup_swarm_lab.sh")  # nft & co (scripts/test.sh runs it too)
-    _build_images()
-    lab("down")  # whatever an interrupted earlier run left
+    build_images()
     try:
-        lab("up", OE_IMAGES=f"{SERVER_IMAGE} {SANDBOX_IMAGE}", OE_SWARM_INIT_ARGS="--dispatcher-heartbeat 1s")
-        env = {**os.environ, **DEPLOY}
-        env.pop("OPENENV_WS_TOKEN", None)
-        on_node(1, "stack", "deploy", "--resolve-image", "never", "-c", "deploy/stack.yml", STACK, env=env)
-        wait(lambda: all((health(n) or {}).get("status") == "ok" for n in NODES), 180, "a healthy server on every node")
-        view = lambda: [e["name"] for e in get(1, "/v1/cluster").json()["nodes"]]  # noqa: E731
-        wait(lambda: view() == ["oe-n1", "oe-n2", "oe-n3"], 30, "every node in the cluster view")
-        yield Swarm({n: (health(n) or {})["backend"]["instance"] for n in NODES})
+        up()
+        yield Swarm(deploy())
     finally:
-        lab("down")
-        assert _leftovers() == [], "the lab left something behind"
+        assert down() == [], "the lab left something behind"
 
 
 def test_every_node_serves_its_share_from_its_own_engine(swarm):
