@@ -10,7 +10,7 @@ a cluster has no such route, and the URL is used as it is. Otherwise a :class:`C
   bounded by ``heartbeat``) and one node for ``/v1/cluster``, to follow nodes joining and leaving.
   A node that misses ``misses`` checks in a row is *lost*: every session this client holds there
   fails at once with :class:`~openenv_ws.errors.NodeLostError`, at most
-  ``(misses + 1) * heartbeat`` seconds after the node stopped answering. It is placed on again
+  ``(misses + 1) * heartbeat`` seconds (8 s by default) after the node stopped answering. It is placed on again
   from its next answer.
 
 The checks run while the client uses the cluster: every scope that does (``connect()``,
@@ -38,8 +38,10 @@ from ..ids import node_of
 
 log = logging.getLogger("openenv_ws.client")
 
-HEARTBEAT = 1.0
-"""Seconds between two checks of the nodes (each check may take as long)."""
+HEARTBEAT = 2.0
+"""Seconds between two checks of the nodes (each check may take as long). Not shorter by default:
+a node whose cores are all busy (starting many sandboxes) may take over a second to answer, and
+a node wrongly found lost costs every episode it runs."""
 MISSES = 3
 """Checks in a row a node may miss before it is lost."""
 DISCOVERY_TTL = 10.0
