@@ -142,6 +142,8 @@ class SessionState:
         self._trim()
         self.queue.append(frame)
         start = not self.busy
+        if start:  # busy from now: its deadline runs from now too, before a worker picks it up
+            self.request_started = now
         self.busy = True
         return Apply(start)
 

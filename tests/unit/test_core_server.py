@@ -298,3 +298,13 @@ def test_events_past_the_byte_budget_are_sent_live_only_and_the_reply_is_still_k
     state.finish(frame, big_result(1, 5_000), clock())  # over the budget on its own
     assert state.cache[1].done and state.cache[1].frames[-1][0] == big_result(1, 5_000)[0]
     assert isinstance(state.receive(step(1), clock()), Repeat)
+
+
+def test_a_request_not_yet_picked_up_is_within_its_deadline(clock):
+    """A multiplexed request is applied in a task of its own: until that task runs, the session is
+    busy, and the reaper must time the request from its arrival (it once saw it 'running' since 0)."""
+    state = SessionState(Limits(), clock(10_000.0))
+    assert state.receive(step(1), clock()) == Apply(True)
+    limits = {"resume_grace": 60.0, "idle_timeout": 300.0, "deadline": 600.0}
+    assert state.expiry(clock(1.0), **limits) is None
+    assert state.expiry(clock(600.0), **limits).deadline  # past the deadline, even not picked up
