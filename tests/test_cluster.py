@@ -17,7 +17,16 @@ import anyio
 import httpx
 import pytest
 
-from openenv_ws import NodeLostError, SessionLostError, connect, run_episodes
+from openenv_ws import (
+    CapacityError,
+    NodeLostError,
+    RequestTimeoutError,
+    SandboxStartError,
+    SessionLostError,
+    connect,
+    run_episodes,
+)
+from openenv_ws.client.cluster import Cluster
 from openenv_ws.client.session import connect as connect_one
 from openenv_ws.client.transport import WebSocket
 from openenv_ws.ids import node_of
@@ -319,3 +328,21 @@ def test_peers_are_a_dns_name_or_a_list_of_host_and_port():
     assert peer_addresses("tasks.server", 8000) == [("tasks.server", 8000)]
     assert peer_addresses("a:1, b ,10.0.0.3:7", 8000) == [("a", 1), ("b", 8000), ("10.0.0.3", 7)]
     assert peer_addresses("[::1]:9,[fe80::2],::3", 80) == [("::1", 9), ("fe80::2", 80), ("::3", 80)]
+
+
+async def test_a_node_that_answers_but_takes_no_session_is_not_lost():
+    """Only an unreachable node counts toward being lost: one whose engine cannot start a sandbox,
+    or that is full, keeps its running sessions and just gets no new one until it has room."""
+    cluster = Cluster("ws://127.0.0.1:1", misses=2)
+    cluster.update([{"name": f"n{i}", "url": f"ws://127.0.0.1:{i}", "status": "ok", "free": 10} for i in (1, 2)])
+    n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+    failed: list[Exception] = []
+    cluster.hold(n1, "session", failed.append)
+    for exc in (SandboxStartError("engine down"), CapacityError("full"), RequestTimeoutError("slow")):
+        assert cluster.pick(avoid=["n2"]) is n1
+        cluster.refused(n1, exc)
+    assert n1.status == "ok" and n1.free == 0 and not failed
+    assert cluster.pick() is n2  # the others take the new sessions meanwhile
+    for _ in range(2):
+        cluster.refused(n1, OSError("connection refused"))
+    assert n1.status == "lost" and isinstance(failed[0], NodeLostError)

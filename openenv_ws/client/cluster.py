@@ -33,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 import anyio.lowlevel
 
-from ..errors import CapacityError, NodeLostError, OpenEnvWSError
+from ..errors import CapacityError, NodeLostError, OpenEnvWSError, SessionLostError
 from ..ids import node_of
 
 log = logging.getLogger("openenv_ws.client")
@@ -159,12 +159,16 @@ class Cluster:
         node.holders.pop(key, None)
 
     def refused(self, node: Node, exc: BaseException) -> None:
-        """An open on ``node`` failed: count it as a missed check, unless the node only said no."""
+        """An open on ``node`` failed. Unreachable counts as a missed check; a node that answered
+        but took no session (full, draining, no sandbox could start, too slow) gets no new one
+        until it next says it has room: it is not lost, and its sessions go on."""
         node.placed = max(0, node.placed - 1)
-        if isinstance(exc, CapacityError):
-            node.free = 0  # full or draining: its next answer says more
-            return
-        self._missed(node, f"an open failed: {exc}")
+        if isinstance(exc, NodeLostError):
+            return  # already lost
+        if isinstance(exc, OSError | SessionLostError):
+            self._missed(node, f"an open failed: {exc}")
+        else:
+            node.free = 0
 
     # ------------------------------------------------------------ watching
 
