@@ -19,6 +19,7 @@ The checks run while the client uses the cluster: every scope that does (``conne
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import random
@@ -78,8 +79,8 @@ async def get_json(url: str, headers: dict[str, str], timeout: float) -> tuple[i
     try:
         with anyio.fail_after(timeout + 0.5):
             return await anyio.to_thread.run_sync(get, abandon_on_cancel=True)
-    except (TimeoutError, ValueError) as exc:
-        raise OSError(f"no answer from {url}: {exc or 'timed out'}") from None
+    except (TimeoutError, ValueError, http.client.HTTPException) as exc:  # no answer, or not HTTP
+        raise OSError(f"no answer from {url}: {exc or type(exc).__name__}") from None
 
 
 @dataclass(eq=False)
