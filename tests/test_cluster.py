@@ -33,6 +33,7 @@ from openenv_ws.ids import node_of
 from openenv_ws.protocol import Error, Open, decode_server, encode
 from openenv_ws.server.cluster import peer_addresses
 
+from .cluster_episodes import nodes_seen, slow_policy
 from .conftest import ServerProcess, free_port
 from .proxy import CuttableProxy
 
@@ -98,18 +99,6 @@ async def sessions_on(server: ServerProcess) -> int:
 async def opened(server: ServerProcess) -> int:
     metrics = (await get(server.http + "/metrics")).text
     return int(re.search(r"^openenv_ws_sessions_opened_total (\d+)$", metrics, re.M).group(1))
-
-
-def nodes_seen(records) -> Counter:
-    return Counter(node_of(r.session_id or "") for r in records)
-
-
-def slow_policy(seconds: float):
-    async def policy(observation):
-        await anyio.sleep(seconds)
-        return {"message": "hi"}
-
-    return policy
 
 
 async def test_every_server_answers_the_cluster_view_from_its_peers(trio):

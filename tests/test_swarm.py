@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -26,24 +25,13 @@ from openenv_ws import run_episodes
 from openenv_ws.client.cluster import HEARTBEAT, MISSES
 from openenv_ws.ids import node_of
 
+from .cluster_episodes import nodes_seen, slow_policy
 from .conftest import ROOT
 from .swarm_lab import NODES, STACK, build_images, deploy, down, get, health, lab, node_url, on_node, up, wait
 
 LOST_WITHIN = (MISSES + 1) * HEARTBEAT  # the client's documented bound (docs/swarm.md), default options
 
 pytestmark = pytest.mark.timeout(900)
-
-
-def nodes_seen(records) -> Counter:
-    return Counter(node_of(r.session_id or "") for r in records)
-
-
-def slow_policy(seconds: float):
-    async def policy(observation):
-        await anyio.sleep(seconds)
-        return {"message": "hi"}
-
-    return policy
 
 
 # ---------------------------------------------------------------- the stack file itself (no lab)
