@@ -540,9 +540,7 @@ class SessionManager:
                 code=ErrorCode.UNSUPPORTED_VERSION,
                 fatal=True,
             )
-        if frame.session_id:
-            return self._resume(frame, sink)
-        if frame.session_id:
+        if frame.session_id:  # a resume, accepted while draining too
             return self._resume(frame, sink)
         if self.draining:
             raise CapacityError(
