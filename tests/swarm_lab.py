@@ -19,7 +19,24 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-LAB = Path(os.environ.get("OPENENV_WS_SWARM_LAB") or ROOT.parent / "shared" / "swarm-lab" / "swarm-lab.sh")
+
+
+def _find_lab() -> Path:
+    """``$OPENENV_WS_SWARM_LAB``, else ``shared/swarm-lab/swarm-lab.sh`` beside the checkout, or beside
+    the main checkout when this one is a git worktree elsewhere (its ``.git`` is a file)."""
+    if os.environ.get("OPENENV_WS_SWARM_LAB"):
+        return Path(os.environ["OPENENV_WS_SWARM_LAB"])
+    beside = ROOT.parent / "shared" / "swarm-lab" / "swarm-lab.sh"
+    dot_git = ROOT / ".git"
+    if not beside.is_file() and dot_git.is_file():  # "gitdir: <main>/.git/worktrees/<name>"
+        gitdir = Path(dot_git.read_text().partition("gitdir:")[2].strip())
+        main = gitdir.parent.parent.parent
+        if (main / ".git").is_dir():
+            return main.parent / "shared" / "swarm-lab" / "swarm-lab.sh"
+    return beside
+
+
+LAB = _find_lab()
 BASE_IMAGE = os.environ.get("OPENENV_WS_BASE_IMAGE", "openenv-ws/python-base:3.11")
 SERVER_IMAGE = "openenv-ws-test/server:swarm"
 SANDBOX_IMAGE = "openenv-ws-test/sandbox:swarm"
@@ -131,16 +148,32 @@ def down() -> list[str]:
 
 
 def leftovers() -> list[str]:
-    """What of a lab is on this machine: its namespaces, the host veth, its dockerds."""
+    """What of a lab is on this machine: its namespaces (the switch's bridge lives in oe-sw), the
+    host veth, its engines (dockerd, containerd and shims in a node's mount namespace), its mounts
+    and its directories."""
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
     found = [name for name in netns if name.startswith("oe-")]
     if subprocess.run(["ip", "link", "show", "oe-h"], capture_output=True).returncode == 0:
         found.append("link oe-h")
+    own_mnt = os.readlink("/proc/self/ns/mnt")
     for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
         try:
+            comm = (proc / "comm").read_text().strip()
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            mnt = os.readlink(proc / "ns" / "mnt")
         except OSError:
             continue
         if cmdline.startswith("dockerd ") and "/oe-lab/" in cmdline:
             found.append(f"dockerd pid {proc.name}")
+        elif comm.startswith(("dockerd", "containerd")) and mnt != own_mnt:  # a node's engine, outlived its node
+            found.append(f"{comm} pid {proc.name} (in another mount namespace)")
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    found += [f"mount {line.split()[4]}" for line in mounts if line.split()[4].startswith(_LAB_PATHS)]
+    found += [f"directory {path}" for path in _LAB_DIRS if Path(path).exists()]
     return found
+
+
+_LAB_DIRS = (os.environ.get("OE_LAB", "/var/lib/oe-lab"), "/run/oe-lab")
+_LAB_PATHS = (*(f"{path}/" for path in _LAB_DIRS), *_LAB_DIRS, "/run/oe-n")
