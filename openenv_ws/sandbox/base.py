@@ -8,7 +8,6 @@ the environment.
 
 from __future__ import annotations
 
-import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -16,10 +15,13 @@ from typing import Any, ClassVar
 import anyio
 import anyio.abc
 
+from ..ids import new_session_id
 from ..protocol import SandboxReply, SandboxRequest
 from ..registry import EnvSpec
 from .channel import MAX_FRAME
 from .episode import EventSink
+
+__all__ = ["Backend", "Sandbox", "new_session_id"]
 
 
 class Sandbox(ABC):
@@ -48,15 +50,15 @@ class Sandbox(ABC):
         raise AssertionError("unreachable")
 
 
-def new_session_id() -> str:
-    return "s-" + secrets.token_hex(8)
-
-
 class Backend(ABC):
     name: ClassVar[str]
 
     #: The largest frame a sandbox's worker may send (set by the server from its config).
     max_frame_bytes: int = MAX_FRAME
+
+    #: The node this backend's server runs on, when it is part of a cluster (set by the session
+    #: manager from ``ServerConfig.node``): the session ids it hands out name it.
+    node: str = ""
 
     @abstractmethod
     async def open(self, spec: EnvSpec, options: dict[str, Any]) -> Sandbox:

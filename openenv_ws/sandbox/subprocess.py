@@ -157,7 +157,7 @@ class SubprocessBackend(Backend):
     async def open(self, spec: EnvSpec, options: dict[str, Any]) -> Sandbox:
         if self._tg is None:
             raise RuntimeError("the subprocess backend is not running (create_app starts it with the server)")
-        session_id = new_session_id()
+        session_id = new_session_id(self.node)
         cgroup = await anyio.to_thread.run_sync(self.cgroups.create, session_id) if self.cgroups else None
         argv = [sys.executable, "-m", "openenv_ws.sandbox.worker", "--parent", str(os.getpid())]
         if cgroup is not None:

@@ -69,6 +69,14 @@ class ServerConfig:
     dropped connection costs a resume; a dead peer is still found within interval + timeout."""
     drain_timeout: float = 30.0
     """On shutdown, how long in-flight requests may take to finish."""
+    drain_sessions: float = 0.0
+    """On shutdown, how long open sessions may go on (new ones are refused) before they are handed back.
+
+    Episodes that end within it are not cut; ``/healthz`` says ``draining`` meanwhile, so clients
+    of a cluster place new sessions elsewhere. A rolling update sets it (docs/swarm.md)."""
+    node: str | None = None
+    """The cluster node this server runs on: session ids name it, and resumes of ids naming
+    another node are refused with the owner's name. None outside a cluster."""
     retry_after: float = 1.0
     """What a capacity error suggests as the wait before trying again."""
     reap_interval: float = 1.0

@@ -13,7 +13,7 @@ import os
 import resource
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,11 @@ class ServerSnapshot:
     """Frames dropped for the watchers alive now (those gone are counted in the metrics)."""
 
 
+ExtraMetric = tuple[str, str, str, "float | list[tuple[dict[str, str], float]]"]
+"""``(name, kind, help, value)`` from an extension: one number, or ``(labels, number)`` samples;
+exposed as ``openenv_ws_<name>``."""
+
+
 class Metrics:
     """The server's counters: plain numbers, added to by the methods below on the hot paths."""
 
@@ -98,6 +103,8 @@ class Metrics:
         self.auth_failures = 0
         self.connections = {"session": 0, "mux": 0}
         self.access_denials = 0
+        self.sources: list[Callable[[], Iterable[ExtraMetric]]] = []
+        """Metrics of extensions (e.g. the cluster view), read when scraped."""
 
     def applied(self, frame: Request, reply: Any, seconds: float) -> None:
         """One request answered (called on the step path)."""
@@ -198,6 +205,10 @@ class Metrics:
             self.sandbox_start_seconds,
         )
         yield from _backend_lines(snapshot.backend)
+        for source in self.sources:
+            for name, kind, help_text, value in source():
+                samples = value if isinstance(value, int | float) else [(_labels(**k), v) for k, v in value]
+                yield from _metric("openenv_ws_" + name, kind, help_text, samples)
         yield from _process_lines(self.started)
 
 

@@ -30,6 +30,7 @@ from ..errors import (
     SessionLostError,
     UnknownEnvError,
 )
+from ..ids import node_label, node_of
 from ..protocol import (
     NIL,
     PROTOCOL_VERSION,
@@ -399,6 +400,7 @@ class SessionManager:
         self.backend = backend
         backend.max_frame_bytes = config.max_sandbox_frame_bytes
         self.config = config
+        backend.node = config.node or ""  # the ids it hands out name this node
         self.sessions: dict[str, Session] = {}
         self.draining = False
         self.opening = 0
@@ -436,6 +438,7 @@ class SessionManager:
         self._tg: anyio.abc.TaskGroup | None = None
         self._starting: anyio.Semaphore | None = None
         self._drained = anyio.Event()
+        self._draining_started = False
 
     # ------------------------------------------------------------ lifetime
 
@@ -474,11 +477,26 @@ class SessionManager:
             else:
                 self.spawn(session.close, expiry.reason, expiry.notify, expiry.code)
 
+    async def wind_down(self, stop: Callable[[], bool] = lambda: False) -> None:
+        """The first step of a graceful shutdown: refuse new sessions (``/healthz`` says ``draining``)
+        and let open ones go on and end by themselves, for up to ``config.drain_sessions`` seconds
+        or until ``stop()`` says to stop waiting. Resumes are still accepted meanwhile."""
+        self.draining = True
+        if self.config.drain_sessions <= 0 or not self.sessions:
+            return
+        log.info("draining: %d sessions may go on for up to %ss", len(self.sessions), self.config.drain_sessions)
+        with anyio.move_on_after(self.config.drain_sessions):
+            while self.sessions and not stop():
+                await anyio.sleep(0.05)
+        if self.sessions:
+            log.info("draining: handing back %d sessions", len(self.sessions))
+
     async def drain(self) -> None:
         """Graceful shutdown: refuse new sessions, let in-flight requests finish, close all."""
-        if self.draining:
+        if self._draining_started:
             await self._drained.wait()
             return
+        self._draining_started = True
         self.draining = True
         log.info("draining %d sessions", len(self.sessions))
         with anyio.move_on_after(self.config.drain_timeout):
@@ -522,6 +540,8 @@ class SessionManager:
                 code=ErrorCode.UNSUPPORTED_VERSION,
                 fatal=True,
             )
+        if frame.session_id:  # a resume, accepted while draining too
+            return self._resume(frame, sink)
         if self.draining:
             raise CapacityError(
                 "server is shutting down",
@@ -529,8 +549,6 @@ class SessionManager:
                 retry_after=self.config.retry_after,
                 fatal=True,
             )
-        if frame.session_id:
-            return self._resume(frame, sink)
         if frame.open_key:
             known = self._by_open_key.get(frame.open_key)
             if known is not None:
@@ -649,6 +667,13 @@ class SessionManager:
         return sandbox
 
     def _resume(self, frame: Open, sink: FrameSink) -> Session:
+        owner = node_of(frame.session_id or "")
+        here = node_label(self.config.node or "")
+        if owner is not None and here and owner != here:
+            raise SessionLostError(
+                f"session {frame.session_id!r} is held by node {owner}, not {here}: resume it there",
+                fatal=True,
+            )
         session = self.sessions.get(frame.session_id or "")
         given = (frame.resume_token or "").encode()  # bytes: compare_digest refuses non-ASCII str
         if session is None or not secrets.compare_digest(session.token.encode(), given):
@@ -668,6 +693,7 @@ class SessionManager:
         held = len(self.sessions)
         return {
             "status": "draining" if self.draining else "ok",
+            **({"node": self.config.node} if self.config.node else {}),
             "backend": self.backend.describe(),
             "envs": list(self.specs),
             "sessions": held,

@@ -32,6 +32,19 @@ def _serve(args: argparse.Namespace) -> int:
     from ..server import ServerConfig, create_app
     from ..server.run import serve
 
+    settings = _serve_settings(args)  # --record, --token(-file), --no-metrics; sets up --log-format
+    from ..openenv.server import openenv_routes
+
+    extensions = [openenv_routes]
+    node = args.node
+    if args.cluster:
+        from ..server.cluster import ClusterSettings, cluster_routes
+        from ..server.node import identify
+
+        identity = identify(args.host, args.port, node=args.node, advertise=args.advertise)
+        node = identity.name
+        cluster = ClusterSettings(args.cluster, identity.url, port=args.port, refresh=args.cluster_refresh)
+        extensions.append(cluster_routes(cluster))
     config = ServerConfig(
         max_sessions=args.max_sessions,
         idle_timeout=args.idle_timeout,
@@ -41,11 +54,10 @@ def _serve(args: argparse.Namespace) -> int:
         max_starting=args.max_starting,
         drain_timeout=args.drain_timeout,
         **{name: getattr(args, name) for name in _BOUNDS},
-        **_serve_settings(args),  # --record, --token(-file), --no-metrics; sets up --log-format
+        node=node,
+        **settings,
     )
-    from ..openenv.server import openenv_routes
-
-    app = create_app(args.env, backend=_backend(args), config=config, extensions=[openenv_routes])
+    app = create_app(args.env, backend=_backend(args), config=config, extensions=extensions)
     serve(app, args.host, args.port, log_level=args.log_level, ws=args.ws, log_config=None)
     return 0
 
@@ -80,6 +92,7 @@ _BOUNDS = {
         ("max_sessions_per_client", int, "sessions one client (a token's name, or an IP) holds; None: no cap"),
         ("max_watchers", int, "live watchers of one session"),
         ("record_max_bytes", _size, "disk the recordings of --record may use, e.g. 10G (0: no bound)"),
+        ("drain_sessions", float, "on shutdown, seconds open sessions may go on and end, new ones refused"),
     ]
 }
 """ServerConfig fields that ``serve`` takes as ``--kebab-case`` options with the config's defaults."""
@@ -350,6 +363,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tooling.add_argument(
         "--log-format", choices=["text", "json"], default="text", help="json: one JSON object per log line"
+    )
+    cluster = serve.add_argument_group("cluster (docs/swarm.md)")
+    cluster.add_argument(
+        "--cluster",
+        metavar="PEERS",
+        help="serve as a node of a cluster whose servers PEERS names: a DNS name resolving to every one of them "
+        "(Swarm: tasks.<service>) or host[:port],... ; answers GET /v1/cluster",
+    )
+    cluster.add_argument(
+        "--node", help="this node's name, carried by session ids (default: $OPENENV_WS_NODE, else the engine's)"
+    )
+    cluster.add_argument(
+        "--advertise",
+        metavar="URL",
+        help="ws://host:port clients reach this server at (default: $OPENENV_WS_ADVERTISE, else asked from the engine)",
+    )
+    cluster.add_argument(
+        "--cluster-refresh", type=float, default=2.0, help="seconds between two rounds of asking the peers"
     )
     serve.set_defaults(run=_serve)
 

@@ -130,6 +130,7 @@ class DockerBackend(Backend):
     ) -> None:
         try:
             self._ops = await DockerOps.connect(self._threads)
+            self.owner = await reaper.with_engine(self.owner, self._ops)
             await self._check_runtimes(specs)
             monitor = ExitMonitor(docker.from_env, f"{reaper.SERVER}={self.owner.instance}")
             async with anyio.create_task_group() as tg:
@@ -255,7 +256,7 @@ class DockerBackend(Backend):
 
     async def _launch(self, spec: EnvSpec) -> Container:
         assert self._ops is not None and self._monitor is not None
-        session_id = new_session_id()  # labelled now: a pooled container already knows its session
+        session_id = new_session_id(self.node)  # labelled now: a pooled container already knows its session
         labels = {
             **self.owner.labels(),
             reaper.SESSION: session_id,

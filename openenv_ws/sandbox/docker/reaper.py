@@ -17,7 +17,7 @@ import os
 import re
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ BOOT = PREFIX + "boot"
 PID = PREFIX + "pid"
 PID_START = PREFIX + "pid-start"
 SERVER_CONTAINER = PREFIX + "server-container"
+ENGINE = PREFIX + "engine"
 
 OWNER_FILE = "owner.json"
 """In each server instance's host directory: that server's labels, to judge the directory alone."""
@@ -51,7 +52,7 @@ def _boot_id() -> str:
         return ""
 
 
-def _own_container() -> str:
+def own_container() -> str:
     """The id of the container this process runs in ("" on a plain host): the engine bind-mounts
     ``/etc/hostname`` and friends from ``/var/lib/docker/containers/<id>/``."""
     try:
@@ -83,11 +84,13 @@ class Owner:
     pid: int
     pid_start: str
     container: str = ""
+    engine: str = ""
+    """The ID of the engine that runs ``container`` (directories may be shared by several engines)."""
 
     @classmethod
     def current(cls, instance: str) -> Owner:
         pid = os.getpid()
-        return cls(instance, socket.gethostname(), _boot_id(), pid, process_start(pid) or "", _own_container())
+        return cls(instance, socket.gethostname(), _boot_id(), pid, process_start(pid) or "", own_container())
 
     def labels(self) -> dict[str, str]:
         return {
@@ -98,6 +101,7 @@ class Owner:
             PID: str(self.pid),
             PID_START: self.pid_start,
             **({SERVER_CONTAINER: self.container} if self.container else {}),
+            **({ENGINE: self.engine} if self.engine else {}),
         }
 
     def judge(self, labels: dict[str, str], running: frozenset[str] | None = None) -> str | None:
@@ -108,7 +112,8 @@ class Owner:
         if labels.get(SERVER) == self.instance:
             return None
         server_container = labels.get(SERVER_CONTAINER)
-        if server_container and running is not None and server_container not in running:
+        same_engine = labels.get(ENGINE, self.engine) == self.engine  # ``running`` lists this engine's only
+        if server_container and same_engine and running is not None and server_container not in running:
             return f"its server's container {server_container[:12]} no longer runs"
         if labels.get(HOST) == self.host and labels.get(PID, "").isdigit():
             if labels.get(BOOT) != self.boot:
@@ -124,6 +129,12 @@ class Owner:
         if time.time() > expires:
             return "its lease expired"
         return None
+
+
+async def with_engine(owner: Owner, ops: DockerOps) -> Owner:
+    """``owner`` with the ID of the engine ``ops`` reaches (what its labels and directory then carry)."""
+    info = await ops.call(ops.api.info)
+    return replace(owner, engine=str(info.get("ID", "")))
 
 
 @dataclass(frozen=True)
@@ -193,9 +204,9 @@ async def sweep(ops: DockerOps, me: Owner, tracked: set[str], running: frozenset
 
 async def gc(*, dead_only: bool = False, server: str | None = None) -> list[Removed]:
     """``openenv-ws gc``: remove every managed container (or only those whose server is gone)."""
-    me = Owner.current("gc")
     ops = await DockerOps.connect()
     try:
+        me = await with_engine(Owner.current("gc"), ops)
         doomed = []
         running = await running_containers(ops)
         for info in await managed_containers(ops, server):
