@@ -115,6 +115,16 @@ async def test_every_server_answers_the_cluster_view_from_its_peers(trio):
     assert 'openenv_ws_cluster_info{node="n1"' in metrics and "openenv_ws_cluster_nodes 3" in metrics
 
 
+async def test_servers_with_only_scoped_tokens_see_their_peers(start_server, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("op-secret-1 operator ops\nwatch-secret-2 observer watcher\n")
+    servers = start_cluster(start_server, "--token-file", str(tokens), nodes=2)
+    async with httpx.AsyncClient(timeout=10, headers={"authorization": "Bearer watch-secret-2"}) as client:
+        for server in servers:
+            view = (await client.get(server.http + "/v1/cluster")).json()
+            assert [n["name"] for n in view["nodes"]] == ["n1", "n2"] and view["unreachable"] == []
+
+
 async def test_a_plain_server_has_no_cluster_view_and_connect_uses_it_as_before(start_server):
     plain = start_server("echo", "--sandbox", "inprocess")
     assert (await get(plain.http + "/v1/cluster")).status_code == 404

@@ -31,6 +31,8 @@ from starlette.routing import BaseRoute, Route
 
 from ..ids import node_label
 from .app import Extension
+from .config import ServerConfig
+from .identity import OBSERVER, OPERATOR, TRAINER
 from .metrics import ExtraMetric
 from .sessions import SessionManager
 
@@ -190,7 +192,7 @@ class ClusterView:
 
     async def _ask(self, host: str, port: int) -> dict[str, Any] | None:
         url = f"http://[{host}]:{port}{NODE_PATH}" if ":" in host else f"http://{host}:{port}{NODE_PATH}"
-        token = self.manager.config.token
+        token = peer_token(self.manager.config)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         timeout = self.settings.timeout
 
@@ -205,6 +207,16 @@ class ClusterView:
             self.probe_failures += 1
             return None
         return entry if isinstance(entry, dict) and isinstance(entry.get("name"), str) else None
+
+
+def peer_token(config: ServerConfig) -> str | None:
+    """The token this server shows its peers (they share its tokens): ``--token``, else the
+    token file's least-privileged grant (an observer's reads a node's entry as well as an operator's)."""
+    if config.token:
+        return config.token
+    rank = {OBSERVER: 0, TRAINER: 1, OPERATOR: 2}
+    grants = sorted(config.tokens, key=lambda grant: rank.get(grant.scope, 3))
+    return grants[0].token if grants else None
 
 
 def cluster_routes(settings: ClusterSettings) -> Extension:
