@@ -13,7 +13,7 @@ nodes share this machine's cores, so more nodes do not add CPU: read the per-nod
 
 ``--failover`` then measures, with all three nodes: a node cut off (client's NodeLostError,
 its neighbours' sessions going on, back in rotation after heal), its server container killed,
-and its engine killed and restarted. The lab is ``../shared/swarm-lab/swarm-lab.sh`` (or
+and its engine killed and restarted. The lab is ``scripts/swarm-lab.sh`` (or
 ``$OPENENV_WS_SWARM_LAB``); traffic goes only to its addresses (10.77.0.x).
 """
 

@@ -3,7 +3,7 @@
 # veths, the bridge), `nsenter`/`unshare`/`mountpoint`/`setsid` (each node's mount and UTS
 # namespaces), `sysctl` (the switch netns's bridge settings; procps is not in a minimal Debian)
 # and `nft` (the lab compares the host's firewall rules at `up` and `down`: without nft, a first
-# `up` fails). The lab itself is ../shared/swarm-lab/swarm-lab.sh; tests/test_swarm.py and
+# `up` fails). The lab itself is scripts/swarm-lab.sh; tests/test_swarm.py and
 # scripts/bench_swarm.py use it. Idempotent; as root; ~10 ms when everything is present.
 #
 #   APT_LOG   apt-get output (default /var/log/openenv-setup-apt.log)

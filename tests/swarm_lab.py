@@ -1,7 +1,7 @@
 """Driving the shared 3-node swarm lab: build the images, bring it up, deploy deploy/stack.yml, tear down.
 
-Used by tests/test_swarm.py and scripts/bench_swarm.py. The lab itself is the shared script
-``../shared/swarm-lab/swarm-lab.sh`` (or ``$OPENENV_WS_SWARM_LAB``): node N is a dockerd in
+Used by tests/test_swarm.py and scripts/bench_swarm.py. The lab itself is the team's lab script, kept in
+``scripts/swarm-lab.sh`` (or ``$OPENENV_WS_SWARM_LAB``): node N is a dockerd in
 its own namespaces at 10.77.0.N, the host is 10.77.0.254. Everything here talks only to those
 addresses and to the nodes' engine sockets (``/run/oe-nN/docker.sock``).
 """
@@ -22,18 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _find_lab() -> Path:
-    """``$OPENENV_WS_SWARM_LAB``, else ``shared/swarm-lab/swarm-lab.sh`` beside the checkout, or beside
-    the main checkout when this one is a git worktree elsewhere (its ``.git`` is a file)."""
+    """``$OPENENV_WS_SWARM_LAB``, else the lab script kept in the repository (``scripts/swarm-lab.sh``,
+    the team's verified lab recipe), so a fresh clone on a fresh machine has it."""
     if os.environ.get("OPENENV_WS_SWARM_LAB"):
         return Path(os.environ["OPENENV_WS_SWARM_LAB"])
-    beside = ROOT.parent / "shared" / "swarm-lab" / "swarm-lab.sh"
-    dot_git = ROOT / ".git"
-    if not beside.is_file() and dot_git.is_file():  # "gitdir: <main>/.git/worktrees/<name>"
-        gitdir = Path(dot_git.read_text().partition("gitdir:")[2].strip())
-        main = gitdir.parent.parent.parent
-        if (main / ".git").is_dir():
-            return main.parent / "shared" / "swarm-lab" / "swarm-lab.sh"
-    return beside
+    return ROOT / "scripts" / "swarm-lab.sh"
 
 
 LAB = _find_lab()

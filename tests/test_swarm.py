@@ -2,7 +2,7 @@
 
 A rolling update costs none.
 
-The swarm is built on this machine by the shared lab script (``../shared/swarm-lab/swarm-lab.sh``
+The swarm is built on this machine by the shared lab script (``scripts/swarm-lab.sh``
 beside the repository, or ``$OPENENV_WS_SWARM_LAB``): three dockerds, each in its own network and
 mount namespace (10.77.0.1-3), one of them the manager, with Swarm's heartbeat at 1 s. The
 server and sandbox images are built here once and loaded on every node (no registry). The
