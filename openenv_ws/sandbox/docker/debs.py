@@ -174,8 +174,12 @@ def system_base(
         status.write_text(status_text)
         host = _host_matches(release, arch)
         if host:
-            names = _host_plan(status, archives, packages)
-        else:
+            try:
+                names = _host_plan(status, archives, packages)
+            except PackageError as exc:
+                out(f"the host's apt cannot resolve them, so a container will: {str(exc).splitlines()[0]}")
+                host = False
+        if not host:
             out(f"fetching {', '.join(packages)} in a container of {base_image} (the host is not {release[1]}/{arch})")
             _container_fetch(client, base_image, archives, packages)
             names = sorted(p.name for p in archives.glob("*.deb"))
