@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from bench_docker import container_memory_mib  # scripts/ is on the path of a script run from it
 
 from openenv_ws import EnvSession, connect
 from openenv_ws.server.local import free_port
@@ -170,18 +171,6 @@ def _pss_mib(pids: list[int]) -> float:
     return total / 1024
 
 
-def _container_mib(container_id: str) -> float | None:
-    for path in (
-        f"/sys/fs/cgroup/memory/docker/{container_id}/memory.usage_in_bytes",
-        f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/memory.current",
-    ):
-        try:
-            return int(Path(path).read_text()) / 2**20
-        except OSError:
-            continue
-    return None
-
-
 async def memory(url: str, port: int, sandbox: str, sessions: int, deadline: float) -> dict:
     async with AsyncExitStack() as stack:
         envs: list[EnvSession] = []
@@ -195,7 +184,7 @@ async def memory(url: str, port: int, sandbox: str, sessions: int, deadline: flo
         for env in envs:
             if sandbox == "subprocess":
                 per_session.append(_pss_mib(_tree(int(sandboxes[env.session_id].removeprefix("pid:")))))
-            elif (used := _container_mib(sandboxes[env.session_id])) is not None:
+            elif (used := container_memory_mib(sandboxes[env.session_id])) is not None:
                 per_session.append(used)
     if not per_session:
         return {"phase": "memory", "error": "no cgroup memory file readable here"}

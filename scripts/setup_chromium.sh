@@ -10,7 +10,6 @@
 #   APT_LOG   apt-get output (default /var/log/openenv-setup-apt.log)
 set -euo pipefail
 
-APT_LOG=${APT_LOG:-/var/log/openenv-setup-apt.log}
 PACKAGES=(chromium chromium-driver chromium-headless-shell)
 BINARIES=(/usr/bin/chromium /usr/bin/chromium-headless-shell)
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -18,6 +17,8 @@ export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 LOG_TAG=setup_chromium
 # shellcheck source=scripts/timing.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/timing.sh"
+# shellcheck source=scripts/apt.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/apt.sh"
 
 present() {
     local binary
@@ -31,22 +32,6 @@ if present; then
 fi
 [[ $(id -u) -eq 0 ]] || die "chromium is missing and installing it needs root (try: sudo bash $0)"
 command -v apt-get >/dev/null 2>&1 || die "chromium is missing and this is no Debian-like system: install it by hand"
-
-apt_get() { # apt_get ARGS...: 3 attempts, output to $APT_LOG
-    local i
-    for i in 1 2 3; do
-        if DEBIAN_FRONTEND=noninteractive apt-get -y -q \
-            -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confold \
-            "$@" </dev/null >>"$APT_LOG" 2>&1; then
-            return 0
-        fi
-        log "apt-get $1 failed (attempt $i/3)"
-        ((i < 3)) && sleep $((i * 5))
-    done
-    echo "----- last 30 lines of $APT_LOG -----" >&2
-    tail -n 30 "$APT_LOG" >&2 || true
-    return 1
-}
 
 log "apt: installing ${PACKAGES[*]} (output: $APT_LOG)"
 apt_get update || die "apt-get update failed"

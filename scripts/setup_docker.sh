@@ -21,7 +21,6 @@ SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd -- "$SCRIPT_DIR/.." && pwd)
 BASE_IMAGE=${OPENENV_BASE_IMAGE:-openenv-ws/python-base:3.11}
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/dockerd.log}
-APT_LOG=${APT_LOG:-/var/log/openenv-setup-apt.log}
 DOCKER_PIDFILE=/var/run/docker.pid
 DAEMON_JSON=${DOCKER_DAEMON_JSON:-/etc/docker/daemon.json}
 CONTAINERD_PIDFILE=/var/run/docker/containerd/containerd.pid
@@ -33,6 +32,8 @@ export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 LOG_TAG=setup_docker
 # shellcheck source=scripts/timing.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/timing.sh"
+# shellcheck source=scripts/apt.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/apt.sh"
 
 # is_live PID [NAME]: PID exists, is not a zombie and (if NAME is given) its comm is NAME
 is_live() {
@@ -80,22 +81,6 @@ dump_log() {
     echo "----- last 30 lines of $DOCKERD_LOG -----" >&2
     tail -n 30 "$DOCKERD_LOG" >&2 2>/dev/null || echo "(no log)" >&2
     echo "-----------------------------------------" >&2
-}
-
-apt_get() { # apt_get ARGS...: 3 attempts, output to $APT_LOG
-    local i
-    for i in 1 2 3; do
-        if DEBIAN_FRONTEND=noninteractive apt-get -y -q \
-            -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confold \
-            "$@" </dev/null >>"$APT_LOG" 2>&1; then
-            return 0
-        fi
-        log "apt-get $1 failed (attempt $i/3)"
-        ((i < 3)) && sleep $((i * 5))
-    done
-    echo "----- last 30 lines of $APT_LOG -----" >&2
-    tail -n 30 "$APT_LOG" >&2 || true
-    return 1
 }
 
 # ---------------------------------------------------------------- 0. checks
