@@ -36,7 +36,8 @@ class Target(msgspec.Struct, frozen=True):
     tag: str
     role: str
     name: str
-    coveredBy: str | None = None
+    covered_by: str | None = msgspec.field(default=None, name="coveredBy")
+    """What the centre shows instead of the element (another element on top), if anything."""
     select: int | None = None
     """For an option: the id of its select."""
     option: str | None = None

@@ -244,6 +244,9 @@ class WebEnvironment(Environment):
     async def step(self, action: AnyWebAction) -> StepResult:
         page = self.page
         error = ""
+        kind = action.__struct_config__.tag
+        if isinstance(action, NoopAction) and action.wait_s:
+            await anyio.sleep(action.wait_s)  # waiting is the action: the step's deadline starts after it
         try:
             mark = page.mark()
             with anyio.move_on_after(self.step_timeout_s) as deadline:
@@ -251,9 +254,9 @@ class WebEnvironment(Environment):
                     done = await self._act(page, action)
                     await page.settle(mark)
                 except (PageScriptError, CDPError) as exc:  # the page's trouble, not the browser's
-                    done, error = f"{type(action).__name__.removesuffix('Action').lower()} (failed)", str(exc)
+                    done, error = f"{kind} (failed)", str(exc)
             if deadline.cancelled_caught:
-                done = f"{type(action).__name__.removesuffix('Action').lower()} (stopped at the step deadline)"
+                done = f"{kind} (stopped at the step deadline)"
                 error = await self._recover(page)
             self._state.step_count += 1
             with anyio.fail_after(self.step_timeout_s):
@@ -294,8 +297,8 @@ class WebEnvironment(Environment):
                     return f"chose {json.dumps(chosen)} in [{target.select}]"
                 await page.click(target.x, target.y)
                 said = f"clicked [{element}] {target.role} {json.dumps(target.name)}"
-                if target.coveredBy:
-                    said += f"; {target.coveredBy} covers its centre, so the click landed there"
+                if target.covered_by:
+                    said += f"; {target.covered_by} covers its centre, so the click landed there"
                 return said
             case TypeAction(id=element, text=text, clear=clear):
                 target = await dom.locate(page, element)
@@ -336,10 +339,7 @@ class WebEnvironment(Environment):
                     raise EnvError("there is no earlier page in this tab to go back to")
                 return "went back"
             case NoopAction(wait_s=wait_s):
-                if wait_s:
-                    await anyio.sleep(wait_s)
-                    return f"waited {wait_s:g} s"
-                return "did nothing"
+                return f"waited {wait_s:g} s" if wait_s else "did nothing"
         raise EnvError(f"unsupported action {type(action).__name__}")
 
     async def _recover(self, page: Page) -> str:
