@@ -10,6 +10,8 @@ same reward in a replay. The scaled one is in the step's info.
 
 from __future__ import annotations
 
+from functools import cache
+
 import anyio
 import msgspec
 
@@ -30,10 +32,11 @@ class Outcome(msgspec.Struct, frozen=True):
     reason: str | None = None
 
 
-def tasks() -> list[str]:
+@cache
+def tasks() -> tuple[str, ...]:
     """The names of the MiniWoB++ tasks installed (their pages), empty without the package."""
     root = miniwob_root()
-    return sorted(p.stem for p in (root / "miniwob").glob("*.html")) if root else []
+    return tuple(sorted(p.stem for p in (root / "miniwob").glob("*.html"))) if root else ()
 
 
 async def start(page: Page, origin: str, task: str, seed: int, time_limit_s: float) -> str:
