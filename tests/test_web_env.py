@@ -113,6 +113,21 @@ async def test_bad_input_a_hanging_page_and_a_screenshot(web_server):
     await bad_input_hang_and_screenshot_episode(web_server.url)
 
 
+async def test_a_forked_episode_goes_its_own_way(web_server):
+    async with connect(web_server.url, "web", options={"task": "login-user"}) as env:
+        first = await env.reset(seed=1)
+        user, password = re.findall(r'"([^"]*)"', first.observation["instruction"])
+        await env.step({"action": "type", "id": find(first.observation, "textbox", "Username"), "text": user})
+        child = await env.fork()  # a new browser, the episode replayed into it
+        typed = await child.step(
+            {"action": "type", "id": find(first.observation, "textbox", "Password"), "text": password}
+        )
+        assert f'value="{user}"' in typed.observation["page"]
+        won = await child.step({"action": "click", "id": find(first.observation, "button", "Login")})
+        lost = await env.step({"action": "click", "id": find(first.observation, "button", "Login")})  # no password
+        assert (won.reward, lost.reward) == (1.0, -1.0) and won.terminated and lost.terminated
+
+
 def test_validate_passes():
     cmd = [sys.executable, "-m", "openenv_ws", "validate", "web"]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
