@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
+import tempfile
 import uuid
 from typing import Any
 
@@ -19,7 +21,7 @@ import msgspec
 from openenv_ws.env import Environment, Observation, SandboxSettings, State, StepResult
 from openenv_ws.errors import EnvError
 
-from .._lib.child import Workspace, ended
+from .._lib.child import ended
 from .._lib.options import bad_option
 from .._lib.tasks import choose_task, requested_task
 from . import dom, shop_tasks, wob
@@ -166,7 +168,8 @@ class WebEnvironment(Environment):
         self.max_steps = max_steps
         self.miniwob_time_limit_s = miniwob_time_limit_s
         self.test_pages = test_pages
-        self._workspace: Workspace | None = None
+        self._profile: str | None = None
+        """The browser's profile and scratch directory (the browser's own, not an agent's workspace)."""
         self._browser: Browser | None = None
         self._site: SiteServer | None = None
         self._page: Page | None = None
@@ -207,16 +210,14 @@ class WebEnvironment(Environment):
         return StepResult(observation=observation, info={"task": task} if task else {})
 
     async def _new_page(self, task: str | None, seed: int) -> Page:
-        if self._workspace is None:
-            self._workspace = Workspace(prefix="openenv-web-")
+        if self._profile is None:
+            self._profile = tempfile.mkdtemp(prefix="openenv-web-")
         if self._site is None:
             self._site = SiteServer(self._shop, test_pages=self.test_pages)
         if self._browser is None or not self._browser.alive:
             await self._discard_browser()
             try:
-                self._browser = await Browser.launch(
-                    self.executable, self._workspace.path, self.size, self.start_timeout_s
-                )
+                self._browser = await Browser.launch(self.executable, self._profile, self.size, self.start_timeout_s)
             except BrowserStartError as exc:
                 raise EnvError(f"the browser could not start: {exc}") from None
             self._launches += 1
@@ -451,6 +452,6 @@ class WebEnvironment(Environment):
             if self._site is not None:
                 await anyio.to_thread.run_sync(self._site.close)
                 self._site = None
-            if self._workspace is not None:
-                self._workspace.remove()
-                self._workspace = None
+            if self._profile is not None:
+                shutil.rmtree(self._profile, ignore_errors=True)
+                self._profile = None
