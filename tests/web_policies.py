@@ -52,6 +52,27 @@ async def act(env: EnvSession, action: dict[str, Any]) -> Any:
     return await env.step(action)
 
 
+class ByTools:
+    """A session driven through the web env's tools: each plain action a policy takes
+    (``{"action": "click", "id": 12}``) is sent as the call of the tool of that name
+    (``click`` with ``{"id": 12}``), so every policy here also plays by tool calls."""
+
+    def __init__(self, env: EnvSession) -> None:
+        self.env = env
+        self.called: list[str] = []
+
+    async def step(self, action: dict[str, Any]) -> Any:
+        arguments = dict(action)
+        name = arguments.pop("action")
+        self.called.append(name)
+        result = await self.env.call_tool(name, arguments)
+        assert "tool_error" not in result.info, (name, arguments, result.info)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.env, name)
+
+
 async def click(env: EnvSession, obs: dict[str, Any], role: str | None, name: str | None = None, **kw: str) -> Any:
     """Click the element found by :func:`find`; the next observation."""
     return (await act(env, {"action": "click", "id": find(obs, role, name, **kw)})).observation

@@ -21,6 +21,13 @@ MAX_WAIT_S = 10.0
 """The longest a ``noop`` may wait."""
 
 ElementId = Annotated[int, msgspec.Meta(ge=1, le=2**31, description="an element id from the page listing")]
+TypedText = Annotated[str, msgspec.Meta(max_length=MAX_TYPE_CHARS)]
+Key = Annotated[str, msgspec.Meta(pattern=KEY_PATTERN)]
+OptionText = Annotated[str, msgspec.Meta(max_length=1000)]
+Direction = Literal["up", "down", "left", "right"]
+LocalPath = Annotated[str, msgspec.Meta(pattern=r"^/(?![/\\])\S*$", max_length=2048)]
+WaitSeconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_WAIT_S)]
+"""The types of the actions' fields, shared with the environment's tools (one argument of each per field)."""
 
 
 class WebAction(Action, tag_field="action"):
@@ -31,7 +38,7 @@ class WebAction(Action, tag_field="action"):
 class NoopAction(WebAction, tag="noop", kw_only=True):
     """Do nothing, maybe wait first (for a page that changes by itself)."""
 
-    wait_s: Annotated[float, msgspec.Meta(ge=0, le=MAX_WAIT_S)] = 0.0
+    wait_s: WaitSeconds = 0.0
 
 
 class ClickAction(WebAction, tag="click", kw_only=True):
@@ -44,34 +51,34 @@ class TypeAction(WebAction, tag="type", kw_only=True):
     """Focus an element and type ``text`` key by key; with ``clear``, its old text goes first."""
 
     id: ElementId
-    text: Annotated[str, msgspec.Meta(max_length=MAX_TYPE_CHARS)]
+    text: TypedText
     clear: bool = True
 
 
 class PressAction(WebAction, tag="press", kw_only=True):
     """Press a key in the focused element: ``Enter``, ``Tab``, ``ArrowDown``, ``Control+a``, ``x``."""
 
-    key: Annotated[str, msgspec.Meta(pattern=KEY_PATTERN)]
+    key: Key
 
 
 class SelectAction(WebAction, tag="select", kw_only=True):
     """Choose an option of a select (combobox) by its text or value."""
 
     id: ElementId
-    option: Annotated[str, msgspec.Meta(max_length=1000)]
+    option: OptionText
 
 
 class ScrollAction(WebAction, tag="scroll", kw_only=True):
     """Scroll the page (or the element ``id``) by most of a screen."""
 
-    direction: Literal["up", "down", "left", "right"]
+    direction: Direction
     id: ElementId | None = None
 
 
 class GotoAction(WebAction, tag="goto", kw_only=True):
     """Open a path of the local site (``/``, ``/search?q=mug``, ``/cart``); no other host is reachable."""
 
-    path: Annotated[str, msgspec.Meta(pattern=r"^/(?![/\\])\S*$", max_length=2048)]
+    path: LocalPath
 
 
 class BackAction(WebAction, tag="back", kw_only=True):

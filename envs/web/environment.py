@@ -20,6 +20,7 @@ import msgspec
 
 from openenv_ws.env import Environment, Observation, SandboxSettings, State, StepResult
 from openenv_ws.errors import EnvError
+from openenv_ws.toolbox import error_result, tool
 
 from .._lib.child import ended
 from .._lib.options import bad_option
@@ -29,12 +30,19 @@ from .actions import (
     AnyWebAction,
     BackAction,
     ClickAction,
+    Direction,
+    ElementId,
     GotoAction,
+    Key,
+    LocalPath,
     NoopAction,
+    OptionText,
     PressAction,
     ScrollAction,
     SelectAction,
     TypeAction,
+    TypedText,
+    WaitSeconds,
 )
 from .browser import Browser, BrowserStartError, find_browser
 from .cdp import BrowserGone, CDPError, TargetCrashed
@@ -52,6 +60,7 @@ RECOVERY_S = 5.0
 """How long stopping a page that missed its step deadline may take before the browser counts as hung."""
 SCROLL_FRACTION = 0.8
 """Of the viewport (or of the element) that one scroll moves."""
+NO_PAGE = "the browser was lost with the last episode: call reset()"
 
 
 class Screenshot(msgspec.Struct, frozen=True):
@@ -239,7 +248,7 @@ class WebEnvironment(Environment):
     @property
     def page(self) -> Page:
         if self._page is None:
-            raise EnvError("the browser was lost with the last episode: call reset()")
+            raise EnvError(NO_PAGE)
         return self._page
 
     async def step(self, action: AnyWebAction) -> StepResult:
@@ -285,6 +294,105 @@ class WebEnvironment(Environment):
         self._state.cart = snapshot.cart
         self._state.orders = list(snapshot.orders)
         return self._state
+
+    # ------------------------------------------------------------ the actions as tools
+
+    @tool
+    async def click(self, id: ElementId, screenshot: bool = False) -> StepResult[WebObservation]:
+        """Click an element of the page (scrolled into view first), as a mouse does; clicking an option chooses it.
+
+        Args:
+            screenshot: Add a PNG screenshot of the viewport to the result.
+        """
+        return await self._tool(ClickAction(id=id, screenshot=screenshot))
+
+    @tool(name="type")
+    async def type_text(
+        self, id: ElementId, text: TypedText, clear: bool = True, screenshot: bool = False
+    ) -> StepResult[WebObservation]:
+        """Focus a text field and type into it key by key.
+
+        Args:
+            text: What to type.
+            clear: Replace the field's old text (true) or add to it (false).
+            screenshot: Add a PNG screenshot of the viewport to the result.
+        """
+        return await self._tool(TypeAction(id=id, text=text, clear=clear, screenshot=screenshot))
+
+    @tool
+    async def press(self, key: Key, screenshot: bool = False) -> StepResult[WebObservation]:
+        """Press a key (or a combination) in the focused element.
+
+        Args:
+            key: Enter, Tab, Escape, Backspace, ArrowDown, PageDown, Control+a, or one printable character.
+            screenshot: Add a PNG screenshot of the viewport to the result.
+        """
+        return await self._tool(PressAction(key=key, screenshot=screenshot))
+
+    @tool
+    async def select(self, id: ElementId, option: OptionText, screenshot: bool = False) -> StepResult[WebObservation]:
+        """Choose an option of a drop-down list (a combobox in the page listing).
+
+        Args:
+            option: The option's text or value.
+            screenshot: Add a PNG screenshot of the viewport to the result.
+        """
+        return await self._tool(SelectAction(id=id, option=option, screenshot=screenshot))
+
+    @tool
+    async def scroll(
+        self, direction: Direction, id: ElementId | None = None, screenshot: bool = False
+    ) -> StepResult[WebObservation]:
+        """Scroll the page, or one scrollable element, by most of a screen.
+
+        Args:
+            direction: Which way to scroll.
+            id: The element to scroll (default: the page).
+            screenshot: Add a PNG screenshot of the viewport to the result.
+        """
+        return await self._tool(ScrollAction(direction=direction, id=id, screenshot=screenshot))
+
+    @tool
+    async def goto(self, path: LocalPath, screenshot: bool = False) -> StepResult[WebObservation]:
+        """Open a page of the local site by its path; no other host is reachable.
+
+        Args:
+            path: The path and query, e.g. /, /search?q=mug or /cart.
+            screenshot: Add a PNG screenshot of the viewport to the result.
+        """
+        return await self._tool(GotoAction(path=path, screenshot=screenshot))
+
+    @tool
+    async def back(self, screenshot: bool = False) -> StepResult[WebObservation]:
+        """Go back one page in the tab's history.
+
+        Args:
+            screenshot: Add a PNG screenshot of the viewport to the result.
+        """
+        return await self._tool(BackAction(screenshot=screenshot))
+
+    @tool
+    async def noop(self, wait_s: WaitSeconds = 0.0, screenshot: bool = False) -> StepResult[WebObservation]:
+        """Do nothing but read the page again, after waiting if asked (for a page that changes by itself).
+
+        Args:
+            wait_s: Seconds to wait first.
+            screenshot: Add a PNG screenshot of the viewport to the result.
+        """
+        return await self._tool(NoopAction(wait_s=wait_s, screenshot=screenshot))
+
+    async def _tool(self, action: AnyWebAction) -> StepResult:
+        """A tool call is the step of its action; what the agent could not do (an unknown id, no earlier
+        page) is an error result it reads, and it counts towards ``max_steps``, where a plain action
+        gets an ``env_error``. A lost browser (no page until the next reset) stays the env's error."""
+        if self._page is None:  # the browser was lost: the env's error stands (the trainer resets, not the model)
+            raise EnvError(NO_PAGE)
+        try:
+            return await self.step(action)
+        except EnvError as exc:
+            self._state.step_count += 1
+            truncated = self.max_steps is not None and self._state.step_count >= self.max_steps
+            return error_result(exc.message, truncated=truncated)
 
     # ------------------------------------------------------------ acting
 
