@@ -119,6 +119,10 @@ EPISODES: dict[str, tuple[dict[str, Any], Script]] = {
             ("step", {"action": "click", "id": 69}),  # Add to cart
             ("step", {"action": "back"}),
             ("state", None),
+            ("step", {"tool": "goto", "arguments": {"path": "/cart"}}),  # the same actions, as tool calls
+            ("step", {"tool": "click", "arguments": {"id": 999}}),  # an unknown id: an error result
+            ("step", {"tool": "press", "arguments": {"key": "Ctrl+c"}}),  # refused: $.arguments.key
+            ("step", {"tool": "back", "arguments": {}}),
         ],
     ),
     "gym": (
