@@ -48,6 +48,8 @@ class SandboxSettings(msgspec.Struct, kw_only=True, frozen=True):
     """Image to run; default: the one ``openenv-ws build ENV`` makes for this env."""
     extra_packages: tuple[str, ...] = ()
     """PyPI packages ``openenv-ws build`` installs into the image (as wheels from the host)."""
+    system_packages: tuple[str, ...] = ()
+    """Debian packages ``openenv-ws build`` installs into the image (as .debs fetched before the build)."""
     memory: str = "256m"
     cpus: float = 1.0
     pids: int = 128

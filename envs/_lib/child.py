@@ -45,13 +45,26 @@ OutputSink = Callable[[str, str], Awaitable[None]]
 
 _GONE = (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError)
 
-# Exec'd first in the child: die with the parent (Linux), then become the real command.
-_PDEATHSIG_SHIM = (
+# Exec'd first in the child: die with the parent (Linux), move descriptors into place, become the real command.
+_SHIM = (
     "import ctypes,os,sys\n"
-    "ctypes.CDLL(None, use_errno=True).prctl(1, 9)\n"  # PR_SET_PDEATHSIG, SIGKILL
-    "os.getppid() == int(sys.argv[1]) or os._exit(70)\n"  # the parent died before prctl took effect
-    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+    "if sys.platform.startswith('linux'):\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, 9)\n"  # PR_SET_PDEATHSIG, SIGKILL
+    "    os.getppid() == int(sys.argv[1]) or os._exit(70)\n"  # the parent died before prctl took effect
+    "for move in filter(None, sys.argv[2].split(',')):\n"
+    "    os.dup2(*map(int, move.split('>')))\n"  # dup2 leaves the new descriptor inheritable
+    "os.execvp(sys.argv[3], sys.argv[3:])\n"
 )
+
+
+def die_with_parent(argv: Sequence[str], moves: Sequence[tuple[int, int]] = ()) -> list[str]:
+    """``argv`` behind a shim that makes it die with this process (Linux: ``PR_SET_PDEATHSIG``) and first
+    applies ``os.dup2(a, b)`` for each ``(a, b)`` of ``moves`` (a browser wants its pipe at fixed numbers).
+    Without moves, elsewhere than on Linux, ``argv`` itself."""
+    if not moves and not sys.platform.startswith("linux"):
+        return list(argv)
+    plan = ",".join(f"{a}>{b}" for a, b in moves)
+    return [sys.executable, "-I", "-S", "-c", _SHIM, str(os.getpid()), plan, *argv]
 
 
 def base_environ(home: str, **extra: str) -> dict[str, str]:
@@ -259,8 +272,7 @@ class ChildProcess:
         ``output`` when merged."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(env, OPENENV_REQUEST_FD=str(theirs.fileno()))
-        if sys.platform.startswith("linux"):
-            argv = [sys.executable, "-I", "-S", "-c", _PDEATHSIG_SHIM, str(os.getpid()), *argv]
+        argv = die_with_parent(argv)
         try:
             process = await anyio.open_process(
                 list(argv),
