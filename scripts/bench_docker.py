@@ -16,7 +16,8 @@ Phases:
   hold   hold up to H idle sessions; host memory and container memory per session; a step on each
   steps  the coding and shell envs (the image must hold the env library, e.g. ``openenv-ws build coding``):
          cold open + first reset of a session with a task, then steps: plain ones, and graded ones
-         (a coding cell followed by the task's hidden tests; a shell command followed by the task's checker)
+         (a coding cell followed by the task's hidden tests; a shell command followed by the task's checker),
+         then resets (a new episode in the same sandbox)
 
 ``--runtime NAME`` runs every container under that OCI runtime (``-B runtime=NAME``: runc, runsc...).
 """
@@ -199,7 +200,7 @@ STEP_ENVS = {
 async def steps(server: Server, env_name: str, sessions: int, per_session: int, deadline: float) -> dict:
     """Cold open + first reset of ``sessions`` sessions one at a time, then ``per_session`` steps of each kind."""
     options, plain, graded = STEP_ENVS[env_name]
-    opens, plain_s, graded_s = [], [], []
+    opens, resets, plain_s, graded_s = [], [], [], []
     for _ in range(sessions):
         await anyio.sleep(0.2)  # let the previous container's removal finish
         started = time.perf_counter()
@@ -211,11 +212,17 @@ async def steps(server: Server, env_name: str, sessions: int, per_session: int, 
                     t = time.perf_counter()
                     await env.step(action)
                     into.append(time.perf_counter() - t)
+            for seed in range(max(1, per_session // 5)):  # a new episode in the same sandbox
+                t = time.perf_counter()
+                await env.reset(seed=seed)
+                resets.append(time.perf_counter() - t)
     return {
         "sessions": sessions,
         "steps_per_kind": len(plain_s),
         "open_reset_p50_ms": ms(quantile(opens, 0.5)),
         "open_reset_p99_ms": ms(quantile(opens, 0.99)),
+        "reset_p50_ms": ms(quantile(resets, 0.5)),
+        "reset_p99_ms": ms(quantile(resets, 0.99)),
         "step_p50_ms": ms(quantile(plain_s, 0.5)),
         "step_p99_ms": ms(quantile(plain_s, 0.99)),
         "graded_step_p50_ms": ms(quantile(graded_s, 0.5)),
