@@ -217,6 +217,22 @@ runtimes_missing() {
     return 1
 }
 
+# free_hybrid_controllers: on a cgroup v1 host with cgroup2 also mounted (hybrid), crun refuses to
+# start containers while any controller sits on the v2 side ("cgroups in hybrid mode not supported");
+# move each unused one (nothing enabled it in cgroup.subtree_control) to a v1 hierarchy of its own
+free_hybrid_controllers() {
+    local unified=/sys/fs/cgroup/unified name
+    [[ -r $unified/cgroup.controllers && -z $(cat "$unified/cgroup.subtree_control" 2>/dev/null) ]] || return 0
+    for name in $(cat "$unified/cgroup.controllers"); do
+        mkdir -p "/sys/fs/cgroup/$name"
+        if mount -t cgroup -o "$name" cgroup "/sys/fs/cgroup/$name"; then
+            log "cgroups: moved controller $name from cgroup2 to v1 (crun needs no controller on cgroup2 in hybrid mode)"
+        else
+            log "cgroups: WARNING could not move $name off cgroup2: crun will not start containers here"
+        fi
+    done
+}
+
 # reload_runtimes: a running dockerd rereads its runtimes on SIGHUP; wait until it lists them all
 reload_runtimes() {
     local pid i
@@ -282,6 +298,7 @@ else
         die "could not start dockerd after $LAUNCH_ATTEMPTS attempts"
     fi
 fi
+free_hybrid_controllers
 versions=$(docker version --format 'client {{.Client.Version}}, server {{.Server.Version}} (API {{.Server.APIVersion}})' 2>/dev/null || echo '?')
 log "engine: $versions"
 

@@ -311,22 +311,37 @@ class DockerBackend(Backend):
         }
         self._launching += 1
         try:
-            container = await launch(
-                self._ops,
-                self._monitor,
-                image=image_for(spec, self.image),
-                settings=spec.cls.sandbox,
-                labels=labels,
-                ipc_dir=self.ipc_dir / session_id,
-                session_id=session_id,
-                ready_timeout=self.ready_timeout,
-                build_hint=build_command(spec),
-                runtime=self.runtime,
-            )
+            try:
+                container = await self._launch_with(spec, labels, session_id)
+            except docker.errors.APIError as exc:
+                runtime = self.runtime
+                picked = runtime.default is not None and runtime.name is None and spec.cls.sandbox.runtime is None
+                if not (picked and "OCI runtime" in str(exc)):
+                    raise
+                # Picked, not asked for: a runtime that cannot start containers on this host
+                # (crun on a hybrid cgroup layout) gives way to the engine's default.
+                log.warning("runtime %s cannot start sandboxes here; using the engine's default: %s", runtime.default, exc)
+                self.runtime = dataclasses.replace(runtime, default=None)
+                container = await self._launch_with(spec, labels, session_id)
         finally:
             self._launching -= 1
         self._live[container.id] = container
         return container
+
+    async def _launch_with(self, spec: EnvSpec, labels: dict[str, str], session_id: str) -> Container:
+        assert self._ops is not None and self._monitor is not None
+        return await launch(
+            self._ops,
+            self._monitor,
+            image=image_for(spec, self.image),
+            settings=spec.cls.sandbox,
+            labels=labels,
+            ipc_dir=self.ipc_dir / session_id,
+            session_id=session_id,
+            ready_timeout=self.ready_timeout,
+            build_hint=build_command(spec),
+            runtime=self.runtime,
+        )
 
     # ------------------------------------------------------------ what a pool asks (PoolEngine)
 
