@@ -42,6 +42,10 @@ async def wave(url: str, size: int, engine) -> dict[str, float]:
     return sessions
 
 
+def metrics_of(server) -> str:
+    return httpx.get(server.process.http + "/metrics", timeout=5).text
+
+
 def engine_state(engine, instance: str) -> dict[str, str]:
     """Container id -> engine status (running, paused...) of one server's containers."""
     return {c.id: c.status for c in engine.managed(server=instance)}
@@ -77,7 +81,7 @@ async def test_the_pool_grows_after_a_wave_and_the_next_wave_is_served_warm(dock
     assert max(second.values()) < before  # every container was started by the pool, before the wave
     pool = pool_of(srv)
     assert pool["warm"] == 4 and pool["cold"] == 4
-    metrics = httpx.get(srv.process.http + "/metrics").text
+    metrics = metrics_of(srv)
     assert 'openenv_ws_pool_hits_total{env="echo"} 4' in metrics
     assert 'openenv_ws_pool_misses_total{env="echo"} 4' in metrics
     for stage in ("slot_wait", "pool_wait", "create", "start", "ready", "unpause", "open", "first_reset"):
@@ -97,7 +101,7 @@ async def test_a_paused_pooled_container_whose_process_was_killed_is_never_hande
         mine = await container_of(engine, env.session_id)
         assert mine.id not in {c.id for c in pooled}
     assert pool_of(srv)["discarded"] >= 2
-    assert 'openenv_ws_pool_discarded_total{env="echo"} 2' in httpx.get(srv.process.http + "/metrics").text
+    assert 'openenv_ws_pool_discarded_total{env="echo"} 2' in metrics_of(srv)
 
 
 async def test_the_pool_keeps_to_its_memory_budget(docker_serve, engine):

@@ -74,12 +74,26 @@ async def serve(stream: anyio.abc.ByteStream) -> None:
         await channel.aclose()
 
 
+async def serve_fd(fd: int) -> None:
+    """Serve an inherited, connected stream socket (``--fd``; a fork-server's child)."""
+    await serve(await anyio.abc.SocketStream.from_socket(socket.socket(fileno=fd)))
+
+
+def preload(target: str) -> None:
+    """Import ahead what serving ``target`` will import (a fork-server does, once, for all its children)."""
+    import anyio._backends._asyncio  # noqa: F401  (anyio.run imports it on first use)
+
+    try:
+        load_target(target)
+    except Exception:  # the child reports it on Open, as a spawned worker would
+        pass
+
+
 async def _main(args: argparse.Namespace) -> None:
     if args.fd is not None:
-        stream = await anyio.abc.SocketStream.from_socket(socket.socket(fileno=args.fd))
+        await serve_fd(args.fd)
     else:
-        stream = await anyio.connect_unix(args.connect)
-    await serve(stream)
+        await serve(await anyio.connect_unix(args.connect))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -113,7 +113,6 @@ class DockerBackend(Backend):
         pool_span: float = 10.0,
         pool_running: int = 2,
         health_timeout: float = 2.0,
-        runtime: str = "auto",
         start_timeout: float = 60.0,
         ready_timeout: float = 30.0,
         open_timeout: float = 30.0,
@@ -320,7 +319,7 @@ class DockerBackend(Backend):
                     raise
                 # Picked, not asked for: a runtime that cannot start containers on this host
                 # (crun on a hybrid cgroup layout) gives way to the engine's default.
-                log.warning("runtime %s cannot start sandboxes here; using the engine's default: %s", runtime.default, exc)
+                log.warning("runtime %s cannot start sandboxes here, the default will: %s", runtime.default, exc)
                 self.runtime = dataclasses.replace(runtime, default=None)
                 container = await self._launch_with(spec, labels, session_id)
         finally:
