@@ -273,10 +273,8 @@ def cgroup_cpu_seconds(container_id: str) -> float | None:
 
 async def idle(server: Server, client: docker.DockerClient, pool: int, baseline: float, deadline: float) -> dict:
     """``pool`` pooled containers, idle: what each holds (cgroup, host) and the CPU they use over 10 s."""
-    with anyio.fail_after(deadline):
-        while (p := await anyio.to_thread.run_sync(server.pool)).get("paused", 0) < p.get("target", pool) - 2:
-            await anyio.sleep(0.2)
-    await anyio.sleep(3)  # settle
+    await wait_pool(server, pool, deadline)
+    await anyio.sleep(3)  # settle: the last ones pause
     filters = {"label": [f"openenv-ws.server={server.instance}"]}
     containers = await anyio.to_thread.run_sync(lambda: client.containers.list(filters=filters))
     ids = [c.id for c in containers]

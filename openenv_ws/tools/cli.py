@@ -299,7 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["inprocess", "subprocess", "docker"],
         help="where each session's env runs (default: subprocess, one child process per session)",
     )
-    serve.add_argument("--pool", type=int, default=0, help="docker: started containers kept warm per env")
+    serve.add_argument(
+        "--pool", type=int, default=0, help="docker: the floor of each env's warm pool, which grows with demand"
+    )
     serve.add_argument("--image", default=None, help="docker: run every env in this image (default: each env's)")
     serve.add_argument(
         "--backend-option",

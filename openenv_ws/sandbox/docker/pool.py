@@ -302,32 +302,20 @@ class WarmPool:
         keep = self.settings.running
         for container in awake[keep:]:
             self._moving.add(container)
-            self._tg.start_soon(self._pause, container)
+            self._tg.start_soon(self._freeze, container, True)
         for container in asleep[: max(0, keep - len(awake))]:
             self._moving.add(container)
-            self._tg.start_soon(self._unpause, container)
+            self._tg.start_soon(self._freeze, container, False)
 
-    async def _pause(self, container: Container) -> None:
+    async def _freeze(self, container: Container, paused: bool) -> None:
+        """Pause (or unpause) a container still waiting in the pool."""
         try:
             async with container.lock:
-                if container in self._ready and not container.paused:
-                    await self._engine.pause(container)
-                    container.paused = True
+                if container in self._ready and container.paused != paused:
+                    await (self._engine.pause if paused else self._engine.unpause)(container)
+                    container.paused = paused
         except Exception as exc:
-            log.warning("%s pool: could not pause %s: %s", self.name, container.id[:12], exc)
-            if container in self._ready:
-                self._drop(container)
-        finally:
-            self._moving.discard(container)
-
-    async def _unpause(self, container: Container) -> None:
-        try:
-            async with container.lock:
-                if container in self._ready and container.paused:
-                    await self._engine.unpause(container)
-                    container.paused = False
-        except Exception as exc:
-            log.warning("%s pool: could not unpause %s: %s", self.name, container.id[:12], exc)
+            log.warning("%s pool: could not (un)pause %s: %s", self.name, container.id[:12], exc)
             if container in self._ready:
                 self._drop(container)
         finally:
