@@ -88,6 +88,17 @@ async def test_the_pool_grows_after_a_wave_and_the_next_wave_is_served_warm(dock
         assert f'openenv_ws_sandbox_start_stage_seconds_count{{stage="{stage}"}}' in metrics, stage
 
 
+async def test_the_pool_shrinks_back_to_its_floor_when_demand_falls(docker_serve, engine):
+    srv = docker_serve("echo", "-B", "pool_window=10", "-B", "pool_span=5")
+    await wave(srv.url, 3, engine)
+    assert pool_of(srv)["demand"] == 3
+    # the wave is remembered for 10 s: the pool grows toward it, then empties once it is forgotten
+    await eventually(lambda: pool_of(srv)["demand"] == 0 and pool_of(srv)["target"] == 0, timeout=30)
+    await eventually(lambda: pool_of(srv)["ready"] == 0 and pool_of(srv)["starting"] == 0, timeout=30)
+    assert pool_of(srv)["refills"] >= 1  # it did grow
+    await eventually(lambda: not engine.managed(server=srv.instance), timeout=15)
+
+
 async def test_a_paused_pooled_container_whose_process_was_killed_is_never_handed_out(docker_serve, engine):
     srv = docker_serve("echo", "--pool", "2", "-B", "pool_demand=0", "-B", "pool_running=0")
     await eventually(lambda: pool_of(srv)["paused"] == 2, timeout=60)

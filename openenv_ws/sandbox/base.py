@@ -104,6 +104,12 @@ class Backend(ABC):
         """
         task_status.started()
 
+    def wanted(self, spec: EnvSpec) -> None:
+        """A session of ``spec`` was asked for (called on arrival, before it waits for a start slot).
+
+        A backend with warm pools sizes them by these; the default ignores them.
+        """
+
     async def aclose(self) -> None:
         """Release what the backend shares between sandboxes (pools, clients)."""
 

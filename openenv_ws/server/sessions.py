@@ -584,6 +584,7 @@ class SessionManager:
                 retry_after=self.config.retry_after,
                 fatal=True,
             )
+        self.backend.wanted(spec)  # on arrival, before the start slot: how big a wave is
         self.opening += 1
         try:
             sandbox = await self._start_sandbox(spec, options)

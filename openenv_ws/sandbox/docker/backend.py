@@ -289,6 +289,10 @@ class DockerBackend(Backend):
             self._tg.start_soon(pool.maintain)
         return pool
 
+    def wanted(self, spec: EnvSpec) -> None:
+        if self._tg is not None and not self._closing:
+            self._pool(spec).wanted()
+
     async def open(self, spec: EnvSpec, options: dict[str, Any]) -> Sandbox:
         if self._tg is None or self._closing:
             raise RuntimeError("the docker backend is not running (create_app starts it with the server)")

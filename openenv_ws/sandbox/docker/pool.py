@@ -6,16 +6,17 @@ few hundred). One that finds none joins a first-come-first-served queue and rece
 container that becomes ready, so a start that was refilling the pool serves the waiting session
 first and the pool refills after. Starts are shared out by :class:`~.slots.StartSlots`.
 
-The pool's size follows demand: its target is the largest wave of opens seen recently
+The pool's size follows demand: its target is the largest wave of sessions asked for recently
 (:class:`~.demand.DemandWindow`), at least its floor (``--pool N``) and at most its ceiling,
 and the memory of every pooled container of the server stays within the budget
 (:class:`~.memory.MemoryBudget`). So after a wave, the pool refills to the wave's size and the
 next wave is served warm; when waves stop, the pool shrinks back to its floor.
 
 Idle pooled containers are paused (the engine's freezer: no CPU at all), except the few kept
-running for the quickest hand-out. A pooled container is checked when handed out: unpaused,
-then its worker must answer a ping; a dead one is discarded and the next one tried, so a
-container whose process was killed while it waited is never given to a session. A container
+running for the quickest hand-out. A pooled container is checked when handed out: a paused one
+is unpaused and its worker must answer a ping, a running one must not have exited; a dead one
+is discarded and the next one tried, so a container whose process was killed while it waited
+is never given to a session. A container
 serves one session and is then discarded, never reused.
 """
 
@@ -134,14 +135,18 @@ class WarmPool:
 
     # ------------------------------------------------------------ sessions
 
+    def wanted(self) -> None:
+        """A session asked for a container (counted on arrival: the server may make it wait for a
+        start slot before :meth:`acquire`, which would spread a wave's opens over time)."""
+        if self._demand is not None:
+            self._demand.record(time.monotonic())
+
     async def acquire(self, timeout: float) -> tuple[Container, bool]:
         """A connected, running container for a new session, and whether it was already warm.
 
         Waits in order, at most ``timeout`` seconds, then raises :class:`CapacityError`;
         a failed start raises its :class:`SandboxStartError` to the session that waited for it.
         """
-        if self._demand is not None:
-            self._demand.record(time.monotonic())
         while self._ready:
             container = self._take()
             if await self._healthy(container):
@@ -183,19 +188,25 @@ class WarmPool:
         return chosen
 
     async def _healthy(self, container: Container) -> bool:
-        """Unpause if paused, then ping: only a worker that answers is handed out."""
+        """A paused container is unpaused and must answer a ping; a running one must not have exited.
+
+        While a container is paused its death cannot show (a killed process dies when thawed),
+        so only the ping tells. A running container's death is reported by the engine within
+        milliseconds (:mod:`.exits`), and a ping would cost the session a round trip.
+        """
         if container.exited or not self._usable(container):
             return False
         async with container.lock:  # waits for a pause in progress
-            if container.paused:
-                began = time.perf_counter()
-                try:
-                    await self._engine.unpause(container)
-                except Exception as exc:
-                    log.warning("%s pool: could not unpause %s: %s", self.name, container.id[:12], exc)
-                    return False
-                container.paused = False
-                self._timings.stage("unpause", time.perf_counter() - began)
+            if not container.paused:
+                return True
+            began = time.perf_counter()
+            try:
+                await self._engine.unpause(container)
+            except Exception as exc:
+                log.warning("%s pool: could not unpause %s: %s", self.name, container.id[:12], exc)
+                return False
+            container.paused = False
+            self._timings.stage("unpause", time.perf_counter() - began)
         return await self._engine.alive(container, self.settings.health_timeout)
 
     def _withdraw(self, waiter: _Waiter) -> None:
@@ -281,7 +292,7 @@ class WarmPool:
         self._tg.start_soon(self._engine.discard, container)
 
     def _kick(self) -> None:
-        """Shrink to the target and the budget, pause or unpause to keep ``running`` awake, start what is needed."""
+        """Shrink to the target and the budget, and start what is needed."""
         if self._closed:
             return
         if not self._waiters:
@@ -289,13 +300,14 @@ class WarmPool:
                 self._drop(self._newest_paused())
             while self._budget.excess() and self._ready:
                 self._drop(self._newest_paused())
-        self._balance()
         self._slots.kick()
 
     def _newest_paused(self) -> Container:
         return next((c for c in reversed(self._ready) if c.paused), self._ready[-1])
 
     def _balance(self) -> None:
+        """Pause or unpause to keep ``running`` awake; once a second, so a burst of hand-outs is not
+        slowed by background pauses and unpauses (the engine's CPU is what the starts need)."""
         settled = [c for c in self._ready if c not in self._moving]
         awake = [c for c in settled if not c.paused]
         asleep = [c for c in settled if c.paused]
@@ -351,6 +363,7 @@ class WarmPool:
             for container in [c for c in self._ready if not self._usable(c)]:
                 self._drop(container)
             self._kick()
+            self._balance()
             await anyio.sleep(MAINTAIN_INTERVAL)
 
     def close(self) -> list[Container]:
