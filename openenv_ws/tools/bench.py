@@ -242,13 +242,15 @@ def markdown(report: dict) -> str:
     if report.get("waves"):
         lines += [
             "",
-            "| wave | sessions | answered | all answered | median | pool hit rate | host memory used (vs before) |",
-            "|---|---|---|---|---|---|---|",
+            "| wave | sessions | answered | all answered | median | pool ready (memory) | hit rate "
+            "| host memory used |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for w in report["waves"]:
             lines.append(
                 f"| {w['wave']} | {w['sessions']} | {w['answered']} | {w['all_answered_s']} s "
-                f"| {w['median_answered_s']} s | {w['pool_hit_rate']} | {w['host_mem_used_mib']} MiB |"
+                f"| {w['median_answered_s']} s | {w['pool_ready_before']} ({w['pool_memory_before_mib']} MiB) "
+                f"| {w['pool_hit_rate']} | {w['host_mem_used_mib']} MiB |"
             )
     if report.get("stages"):
         lines += [

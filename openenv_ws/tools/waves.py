@@ -3,8 +3,9 @@
 A wave is B sessions opened at once, each held until every one has answered its first reset
 (so the wave is really concurrent); W waves come with a pause between them, the way a trainer
 opens a batch of episodes, runs it, updates its model and opens the next. Per wave: the time
-until all answered, the warm pool's hit rate over the wave (from ``/healthz``) and the host's
-memory in use. The stages of every sandbox start are read from the server's ``/metrics``
+until all answered, the warm pool's size and memory when the wave came and its hit rate over
+the wave (from ``/healthz``), and the host's memory in use (other processes move it too). The
+stages of every sandbox start are read from the server's ``/metrics``
 (``openenv_ws_sandbox_start_stage_seconds``). Used by ``openenv-ws bench`` and
 ``scripts/bench_docker.py``; every wait is bounded by ``deadline``.
 """
@@ -39,10 +40,12 @@ def mem_used_mib() -> float:
     return (int(fields["MemTotal"].split()[0]) - int(fields["MemAvailable"].split()[0])) / 1024
 
 
-def pool_counts(http: str) -> tuple[int, int]:
-    """Warm and cold acquisitions over every warm pool of the server so far ((0, 0) without pools)."""
-    pools = json.loads(_get(http, "/healthz")).get("backend", {}).get("pools") or {}
-    return sum(p.get("warm", 0) for p in pools.values()), sum(p.get("cold", 0) for p in pools.values())
+def pool_counts(http: str) -> dict[str, int]:
+    """Over every warm pool of the server: warm and cold acquisitions so far, containers ready now and
+    the memory charged to them (all 0 without pools)."""
+    pools = (json.loads(_get(http, "/healthz")).get("backend", {}).get("pools") or {}).values()
+    keys = {"warm": "warm", "cold": "cold", "ready": "ready", "memory": "memory_bytes"}
+    return {name: sum(p.get(key, 0) for p in pools) for name, key in keys.items()}
 
 
 async def burst(url: str, sessions: int, deadline: float, env: str = "echo") -> dict[str, Any]:
@@ -97,14 +100,17 @@ async def waves(
     baseline = mem_used_mib()
     results = []
     for number in range(1, count + 1):
-        warm, cold = await anyio.to_thread.run_sync(pool_counts, http)
+        before = await anyio.to_thread.run_sync(pool_counts, http)
         result = await burst(url, size, deadline, env)
-        warm_after, cold_after = await anyio.to_thread.run_sync(pool_counts, http)
-        served = (warm_after - warm) + (cold_after - cold)
+        after = await anyio.to_thread.run_sync(pool_counts, http)
+        warm = after["warm"] - before["warm"]
+        served = warm + after["cold"] - before["cold"]
         result = {
             "wave": number,
             **result,
-            "pool_hit_rate": round((warm_after - warm) / served, 3) if served else None,
+            "pool_ready_before": before["ready"],
+            "pool_memory_before_mib": round(before["memory"] / 2**20),
+            "pool_hit_rate": round(warm / served, 3) if served else None,
             "host_mem_used_mib": round(mem_used_mib() - baseline),
         }
         if number < count:

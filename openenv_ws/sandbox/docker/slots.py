@@ -44,8 +44,8 @@ class StartSlots:
         self._starters.append(starter)
 
     def kick(self) -> None:
-        """Fill every free slot with the most pressing start."""
-        while self.busy < self.limit:
+        """Fill every free slot with the most pressing start (none once the backend is stopping)."""
+        while self.busy < self.limit and not self._tg.cancel_scope.cancel_called:
             chosen = self._next()
             if chosen is None:
                 return
