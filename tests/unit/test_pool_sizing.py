@@ -7,8 +7,9 @@ import anyio
 import pytest
 
 from openenv_ws.sandbox.docker.demand import DemandWindow
-from openenv_ws.sandbox.docker.memory import FIRST_GUESS, MemoryBudget, parse_size
+from openenv_ws.sandbox.docker.memory import FIRST_GUESS, MemoryBudget
 from openenv_ws.sandbox.docker.slots import StartSlots
+from openenv_ws.units import parse_size
 
 
 def test_a_wave_spread_over_a_few_seconds_counts_as_one_and_is_forgotten_after_the_window():

@@ -29,6 +29,7 @@ import docker.errors
 
 from ...errors import SandboxStartError
 from ...registry import EnvSpec
+from ...units import parse_size
 from ..base import Backend, Sandbox, new_session_id
 from ..relay import RelaySandbox
 from . import reaper
@@ -46,7 +47,7 @@ from .containers import (
 )
 from .exits import ExitMonitor
 from .images import build_command, image_for
-from .memory import MemoryBudget, container_memory, parse_size
+from .memory import MemoryBudget, container_memory
 from .pool import PoolSettings, WarmPool
 from .slots import StartSlots
 

@@ -13,7 +13,6 @@ elsewhere (a server in a container) through the engine's stats call (hundreds of
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import anyio
@@ -24,18 +23,7 @@ from .containers import DockerOps
 FIRST_GUESS = 32 << 20
 """What a pooled container is charged before any of its environment's was measured (bytes)."""
 
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _CGROUP = Path("/sys/fs/cgroup")
-
-
-def parse_size(text: str | int) -> int:
-    """``512m``, ``2g``, ``1048576`` (bytes) -> bytes, as ``docker run --memory`` reads sizes."""
-    if isinstance(text, int):
-        return text
-    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)i?b?\s*", str(text).lower())
-    if found is None:
-        raise ValueError(f"not a size: {text!r} (e.g. 512m, 2g)")
-    return int(float(found.group(1)) * _UNITS[found.group(2)])
 
 
 class MemoryBudget:
