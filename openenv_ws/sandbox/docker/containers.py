@@ -92,7 +92,7 @@ class DockerOps:
 
 FAST_RUNTIME = "crun"
 """What ``runtime=auto`` gives the envs that name no runtime, where the engine has it: it starts
-containers faster than runc (docs/benchmarks.md, section g) and passes every confinement test."""
+containers faster than runc (docs/benchmarks.md, section k) and passes every confinement test."""
 
 
 @dataclass(frozen=True)
