@@ -14,7 +14,7 @@
 #   APT_LOG                 apt-get output     (default /var/log/openenv-setup-apt.log)
 #   OPENENV_CGROUP_VERSION  1|2: hierarchy to mount when /sys/fs/cgroup is not mounted at all (default 1)
 #   DOCKER_DAEMON_JSON      the engine's configuration file (default /etc/docker/daemon.json): the extra
-#                           OCI runtimes (runsc, gVisor) are registered there, and a running dockerd is told (SIGHUP)
+#                           OCI runtimes (runsc, gVisor; crun) are registered there, and a running dockerd is told (SIGHUP)
 set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
@@ -89,22 +89,22 @@ dump_log() {
 # ---------------------------------------------------------------- 1. packages
 step_start() { now_us; STEP_T=$NOW_US; }
 step_start
-declare -A PKG_FOR_CMD=([dockerd]=docker.io [containerd]=containerd [iptables]=iptables [debootstrap]=debootstrap [runsc]=runsc)
+declare -A PKG_FOR_CMD=([dockerd]=docker.io [containerd]=containerd [iptables]=iptables [debootstrap]=debootstrap [runsc]=runsc [crun]=crun)
 missing=()
-for cmd in dockerd containerd iptables debootstrap runsc; do
+for cmd in dockerd containerd iptables debootstrap runsc crun; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${PKG_FOR_CMD[$cmd]}")
 done
 if ((${#missing[@]})); then
     log "apt: installing ${missing[*]} (output: $APT_LOG)"
     apt_get update || die "apt-get update failed"
     apt_get install --no-install-recommends "${missing[@]}" || die "apt-get install ${missing[*]} failed"
-    for cmd in dockerd containerd iptables debootstrap runsc; do
+    for cmd in dockerd containerd iptables debootstrap runsc crun; do
         command -v "$cmd" >/dev/null 2>&1 || die "$cmd still missing after installing ${missing[*]}"
     done
     fmt_since "$STEP_T"
     log "apt: done in $SINCE"
 else
-    log "packages: docker.io containerd iptables debootstrap runsc already present"
+    log "packages: docker.io containerd iptables debootstrap runsc crun already present"
 fi
 command -v docker >/dev/null 2>&1 || die "no docker CLI in PATH"
 
@@ -123,7 +123,7 @@ config.setdefault("runtimes", {})[name] = entry
 path.write_text(json.dumps(config, indent=2) + "\n")
 PY
 }
-RUNTIMES=(runsc)
+RUNTIMES=(runsc crun)
 runtimes_changed=0
 # gVisor (-B runtime=runsc): its ptrace platform (the others need /dev/kvm or a newer kernel interface), no
 # network stack of its own (its netstack does not start here; sandboxes have --network none anyway), and
@@ -131,6 +131,11 @@ runtimes_changed=0
 if register_runtime runsc "$(command -v runsc)" --platform=ptrace --network=none --host-uds=open; then
     runtimes_changed=1
     log "runtimes: runsc registered in $DAEMON_JSON"
+fi
+# crun: starts containers faster than runc (docs/benchmarks.md); -B runtime=auto picks it
+if register_runtime crun "$(command -v crun)"; then
+    runtimes_changed=1
+    log "runtimes: crun registered in $DAEMON_JSON"
 fi
 
 # ---------------------------------------------------------------- 2. engine
@@ -195,6 +200,22 @@ runtimes_missing() {
         [[ $known == *"\"$name\""* ]] || return 0
     done
     return 1
+}
+
+# free_hybrid_controllers: on a cgroup v1 host with cgroup2 also mounted (hybrid), crun refuses to
+# start containers while any controller sits on the v2 side ("cgroups in hybrid mode not supported");
+# move each unused one (nothing enabled it in cgroup.subtree_control) to a v1 hierarchy of its own
+free_hybrid_controllers() {
+    local unified=/sys/fs/cgroup/unified name
+    [[ -r $unified/cgroup.controllers && -z $(cat "$unified/cgroup.subtree_control" 2>/dev/null) ]] || return 0
+    for name in $(cat "$unified/cgroup.controllers"); do
+        mkdir -p "/sys/fs/cgroup/$name"
+        if mount -t cgroup -o "$name" cgroup "/sys/fs/cgroup/$name"; then
+            log "cgroups: moved controller $name from cgroup2 to v1 (crun needs no controller on cgroup2 in hybrid mode)"
+        else
+            log "cgroups: WARNING could not move $name off cgroup2: crun will not start containers here"
+        fi
+    done
 }
 
 # reload_runtimes: a running dockerd rereads its runtimes on SIGHUP; wait until it lists them all
@@ -262,6 +283,7 @@ else
         die "could not start dockerd after $LAUNCH_ATTEMPTS attempts"
     fi
 fi
+free_hybrid_controllers
 versions=$(docker version --format 'client {{.Client.Version}}, server {{.Server.Version}} (API {{.Server.APIVersion}})' 2>/dev/null || echo '?')
 log "engine: $versions"
 
