@@ -15,6 +15,9 @@
 #   OPENENV_CGROUP_VERSION  1|2: hierarchy to mount when /sys/fs/cgroup is not mounted at all (default 1)
 #   DOCKER_DAEMON_JSON      the engine's configuration file (default /etc/docker/daemon.json): the extra
 #                           OCI runtimes (runsc, gVisor; crun) are registered there, and a running dockerd is told (SIGHUP)
+#   OPENENV_HYBRID_CGROUPS  move|keep: on a hybrid cgroup host (v1 plus a cgroup2 at /sys/fs/cgroup/unified),
+#                           move the controllers nothing uses off cgroup2 so that crun can start containers
+#                           (default move; keep leaves the host's layout alone and the backend uses runc)
 set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
@@ -204,16 +207,35 @@ runtimes_missing() {
 
 # free_hybrid_controllers: on a cgroup v1 host with cgroup2 also mounted (hybrid), crun refuses to
 # start containers while any controller sits on the v2 side ("cgroups in hybrid mode not supported");
-# move each unused one (nothing enabled it in cgroup.subtree_control) to a v1 hierarchy of its own
+# move each unused one (nothing enabled it in cgroup.subtree_control) to a v1 hierarchy of its own.
+# Conditional (OPENENV_HYBRID_CGROUPS=keep skips it) and never fatal: it changes the host's cgroup
+# layout, so it acts only where crun is registered with the engine, the host is hybrid and the
+# cgroup2 root has no controller enabled (the kernel refuses to move one that is in use anyway);
+# where a step fails (a read-only /sys/fs/cgroup, a kernel without that v1 controller) it warns and
+# goes on: runtime=auto then gives way to runc, as on any host where crun cannot start containers.
 free_hybrid_controllers() {
-    local unified=/sys/fs/cgroup/unified name
-    [[ -r $unified/cgroup.controllers && -z $(cat "$unified/cgroup.subtree_control" 2>/dev/null) ]] || return 0
-    for name in $(cat "$unified/cgroup.controllers"); do
-        mkdir -p "/sys/fs/cgroup/$name"
-        if mount -t cgroup -o "$name" cgroup "/sys/fs/cgroup/$name"; then
+    local unified=/sys/fs/cgroup/unified name controllers enabled
+    if [[ ${OPENENV_HYBRID_CGROUPS:-move} == keep ]]; then
+        log "cgroups: layout kept (OPENENV_HYBRID_CGROUPS=keep)"
+        return 0
+    fi
+    [[ -r $unified/cgroup.controllers ]] || return 0 # not hybrid: nothing to do
+    [[ $(docker info --format '{{json .Runtimes}}' 2>/dev/null || true) == *'"crun"'* ]] || return 0
+    controllers=$(cat "$unified/cgroup.controllers" 2>/dev/null || true)
+    enabled=$(cat "$unified/cgroup.subtree_control" 2>/dev/null || echo '?')
+    [[ -n $controllers ]] || return 0
+    if [[ -n $enabled ]]; then
+        log "cgroups: controllers '$enabled' are in use on cgroup2: left there (crun will give way to runc)"
+        return 0
+    fi
+    for name in $controllers; do
+        if mountpoint -q "/sys/fs/cgroup/$name" 2>/dev/null; then
+            log "cgroups: WARNING /sys/fs/cgroup/$name is already a mount point: $name left on cgroup2"
+        elif mkdir -p "/sys/fs/cgroup/$name" 2>/dev/null && mount -t cgroup -o "$name" cgroup "/sys/fs/cgroup/$name" 2>/dev/null; then
             log "cgroups: moved controller $name from cgroup2 to v1 (crun needs no controller on cgroup2 in hybrid mode)"
         else
-            log "cgroups: WARNING could not move $name off cgroup2: crun will not start containers here"
+            rmdir "/sys/fs/cgroup/$name" 2>/dev/null || true
+            log "cgroups: WARNING could not move $name off cgroup2: crun will give way to runc here"
         fi
     done
 }
