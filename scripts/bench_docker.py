@@ -169,6 +169,7 @@ async def sequential_opens(server: Server, samples: int, pool: int, deadline: fl
     }
 
 
+# A session of each env with a task, and its actions: a plain one, and one whose step the task grades.
 STEP_ENVS = {
     "coding": ({"task": "two_sum"}, {"code": "x = 1"}, {"code": "def two_sum(nums, target):\n    return [0, 1]"}),
     "shell": ({"task": "csv_total"}, {"command": "true"}, {"command": "echo 0 > answer.txt"}),
