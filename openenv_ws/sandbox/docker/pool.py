@@ -154,6 +154,12 @@ class WarmPool:
                 self._timings.pool_event(self.name, "hit")
                 self._kick()
                 return container, True
+            log.warning(
+                "%s pool: %s failed its hand-out check (exited, too old, or no pong within %gs): replaced",
+                self.name,
+                container.id[:12],
+                self.settings.health_timeout,
+            )
             self._drop(container)
         waiter = _Waiter(anyio.Event(), time.monotonic())
         self._waiters.append(waiter)
