@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.abc
 
-from openenv_ws.confine import Confinement, Identity
+from openenv_ws.confine import KILL_ALL, Confinement, Identity
 
 OutputSink = Callable[[str, str], Awaitable[None]]
 """Receives ``(stream name, text)`` while a request runs."""
@@ -81,16 +81,19 @@ def base_environ(home: str, **extra: str) -> dict[str, str]:
     return env
 
 
-# Run as the agent: its workspace is its own (0755: graders read it; the agent may tighten it).
-_MAKE_WORKSPACE = "import os, sys, tempfile\nd = tempfile.mkdtemp(prefix=sys.argv[1])\nos.chmod(d, 0o755)\nprint(d)"
-_REMOVE_WORKSPACE = "import shutil, sys\nshutil.rmtree(sys.argv[1], ignore_errors=True)"
+# Run as the agent (sh). Its workspace is its own (0755: graders read it; the agent may tighten it), under a
+# name the worker picked at random; it goes once every process of the agent's uid is dead.
+_MAKE_WORKSPACE = 'mkdir -m 755 -- "$1" && printf %s "$1"'
+_END_EPISODE = f'{KILL_ALL}; rm -rf -- "$1"; true'
 
 
 class Workspace:
     """A fresh scratch directory per episode (under the sandbox's writable /tmp), removed at the end.
 
-    Made and removed by the agent's uid when it has one: the worker then needs no right over the
-    agent's files (it holds no CAP_DAC_OVERRIDE or CAP_CHOWN).
+    Where the agent has a uid of its own, the workspace is made and removed by that uid (the worker
+    holds no right over the agent's files: no CAP_DAC_OVERRIDE, no CAP_CHOWN), and removing it ends
+    the episode's processes first: every process of the agent's uid is killed, daemons included,
+    so nothing writes into the workspace as it goes and nothing reaches the next episode.
     """
 
     def __init__(self, path: str, confinement: Confinement) -> None:
@@ -100,15 +103,17 @@ class Workspace:
     @classmethod
     async def create(cls, prefix: str, confinement: Confinement) -> Workspace:
         if confinement.separate:
-            path = (await confinement.run_as_agent(_MAKE_WORKSPACE, prefix)).strip()
+            path = os.path.join(tempfile.gettempdir(), prefix + secrets.token_hex(6))
+            await confinement.run_as_agent(_MAKE_WORKSPACE, path)
         else:
             path = tempfile.mkdtemp(prefix=prefix)
         return cls(path, confinement)
 
     async def remove(self) -> None:
+        """Kill the agent's processes (when it has a uid of its own), then remove the directory."""
         if self._confinement.separate:
             with anyio.CancelScope(shield=True):
-                await self._confinement.run_as_agent(_REMOVE_WORKSPACE, self.path)
+                await self._confinement.run_as_agent(_END_EPISODE, self.path)
         else:
             shutil.rmtree(self.path, ignore_errors=True)
 

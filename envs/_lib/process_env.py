@@ -114,13 +114,12 @@ class ProcessEnvironment(Environment):
         return self.max_steps is not None and step_count >= self.max_steps
 
     async def _end(self) -> None:
-        """End the episode: its child, every process of the agent's uid (daemons included), its workspace."""
+        """End the episode: its child, then its workspace (and with it every process of the agent's uid)."""
         with anyio.CancelScope(shield=True):
             if self._child is not None:
                 await self._child.close()
                 self._child = None
             if self._workspace is not None:
-                await self.confinement.kill_agent_processes()
                 await self._workspace.remove()
                 self._workspace = None
 

@@ -159,6 +159,7 @@ class Session:
         self.deadline = context.step_timeout or spec.cls.step_timeout or DEFAULT_STEP_TIMEOUT
         """Seconds a request may run; the reaper stops the sandbox past it."""
         self.owner: str | None = None  # the client that opened it (server/access.py): a token's name, or an IP
+        self._first_reset = True  # its duration is the last stage of the sandbox's start (metrics)
         self._schemas = schemas
         self._watch_scope: anyio.CancelScope | None = None
         self._deadline_hit = False
@@ -296,7 +297,11 @@ class Session:
         except Exception as exc:
             log.exception("session %s: request %s failed", self.id, seq)
             reply = Error(seq=seq, code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}", fatal=True)
-        context.metrics.applied(frame, reply, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        context.metrics.applied(frame, reply, elapsed)
+        if self._first_reset and type(frame) is Reset:
+            self._first_reset = False
+            context.metrics.stage("first_reset", elapsed)
         data = encode(reply)
         kind = type(frame)
         if kind is Step:
@@ -405,6 +410,7 @@ class SessionManager:
         self.draining = False
         self.opening = 0
         self.metrics: Metrics = Metrics() if config.metrics else NullMetrics()
+        backend.timings = self.metrics  # the backend's start stages and pool events go to /metrics
         self.tasks = TaskOwner()
         """Short tasks that must not hold up their caller: multiplexed requests."""
         self.context = SessionContext(
@@ -607,6 +613,7 @@ class SessionManager:
                 retry_after=self.config.retry_after,
                 fatal=True,
             )
+        self.backend.wanted(spec)  # on arrival, before the start slot: how big a wave is
         self.opening += 1
         try:
             sandbox = await self._start_sandbox(spec, options)
@@ -646,6 +653,7 @@ class SessionManager:
 
     async def _start_sandbox(self, spec: EnvSpec, options: dict[str, Any]) -> Sandbox:
         assert self._starting is not None
+        waiting = time.perf_counter()
         try:
             with anyio.fail_after(self.config.start_wait):
                 await self._starting.acquire()
@@ -656,6 +664,7 @@ class SessionManager:
                 fatal=True,
             ) from None
         started = time.perf_counter()
+        self.metrics.stage("slot_wait", started - waiting)
         try:
             sandbox = await self.backend.open(spec, options)
         except Exception:

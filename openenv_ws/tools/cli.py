@@ -12,7 +12,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from ..client.transport import TOKEN_ENV
 from ..registry import builtin_envs
 from ..sandbox import BACKENDS
+from ..units import parse_size
 
 TOKEN_HELP = f"bearer token of a server run with --token (default: ${TOKEN_ENV})"
 TOKEN_FILE_ENV = "OPENENV_WS_TOKEN_FILE"
@@ -62,15 +62,12 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-_SIZE = re.compile(r"(\d+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
-
-
 def _size(text: str) -> int:
     """Bytes: ``1048576``, or with a binary unit, ``512K``, ``1M``, ``10G`` (also ``10GiB``)."""
-    match = _SIZE.fullmatch(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected a size such as 1048576, 512K, 1M or 10G, got {text!r}")
-    return int(match[1]) << (10 * " kmgt".index(match[2].lower() or " "))
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 _BOUNDS = {
@@ -312,7 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["inprocess", "subprocess", "docker"],
         help="where each session's env runs (default: subprocess, one child process per session)",
     )
-    serve.add_argument("--pool", type=int, default=0, help="docker: started containers kept warm per env")
+    serve.add_argument(
+        "--pool", type=int, default=0, help="docker: the floor of each env's warm pool, which grows with demand"
+    )
     serve.add_argument("--image", default=None, help="docker: run every env in this image (default: each env's)")
     serve.add_argument(
         "--backend-option",
