@@ -124,3 +124,22 @@ async def test_idle_compat_setting_keeps_ws_sessions_as_openenv_does(start_serve
         await anyio.sleep(2.5)  # past --idle-timeout: the /ws session is kept, as in OpenEnv
         assert (await env.step({"message": "two"})).observation["echoed_message"] == "two"
         assert (await env.state())["step_count"] == 2
+
+
+async def test_twenty_adapted_sessions_start_at_once_on_the_subprocess_backend(start_server):
+    """OpenEnv's package is heavy to import; each sandbox worker imports it (without its web UI)."""
+    from openenv_ws import connect
+
+    server = start_server(WORDS, "--sandbox", "subprocess")
+    started: list[float] = []
+
+    async def one() -> None:
+        t = anyio.current_time()
+        async with connect(server.url, "words", request_timeout=120) as env:
+            await env.reset(seed=1)
+        started.append(anyio.current_time() - t)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(one)
+    assert len(started) == 20
