@@ -121,7 +121,7 @@ async def test_generic_client_runs_an_episode_in_its_own_sandbox(ours):
     assert wait_for(lambda: ours.sessions() == [])
     async with GenericEnvClient(base_url=ours.http) as first, GenericEnvClient(base_url=ours.http) as second:
         r = await first.reset(seed=3)
-        assert r.observation == {"echoed_message": "", "message_length": 0, "metadata": {}}  # OpenEnv's shape
+        assert r.observation == {"metadata": {}, "echoed_message": "", "message_length": 0}  # OpenEnv's shape
         assert r.reward is None and not r.done
         await second.reset()
         r = await first.step({"message": "hello"})
@@ -228,7 +228,7 @@ def test_http_episode_persists_across_calls(ours):
         first = http.post("/reset", json=ResetRequest(seed=1).model_dump(exclude_unset=True))
         assert first.status_code == 200
         observation = ResetResponse.model_validate(first.json()).observation
-        assert observation == {"echoed_message": "", "message_length": 0, "metadata": {}}
+        assert observation == {"metadata": {}, "echoed_message": "", "message_length": 0}
         sid = {"X-Session-Id": first.headers["X-Session-Id"]}
         other = http.post("/reset").headers["X-Session-Id"]  # a second episode, in its own sandbox
         assert other != sid["X-Session-Id"]

@@ -59,7 +59,7 @@ def result_payload(
     if isinstance(observation, dict) and "metadata" not in observation:
         # OpenEnv's observations carry their metadata inside too (most of its env clients read
         # only ``observation["metadata"]``), as well as beside them.
-        observation = {**observation, "metadata": dict(metadata)}
+        observation = {"metadata": dict(metadata), **observation}  # first, where pydantic's dump puts it
     payload: dict[str, Any] = {"observation": observation, "reward": reward, "done": terminated or truncated}
     if metadata:
         payload["metadata"] = metadata

@@ -65,6 +65,7 @@ def run_server(
 ) -> Generator[str, None, None]:
     """Our server for the env of OpenEnv's ``module_path``; yields its base URL (``port`` is not used:
     a free one is taken). ``MAX_CONCURRENT_ENVS`` has no meaning here: sessions never share an env."""
+    need_openenv_envs()  # before the server, which imports them
     with our_server(_SERVED[module_path], backend) as server:
         yield server.http
 
