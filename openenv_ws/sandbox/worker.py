@@ -96,7 +96,20 @@ async def _main(args: argparse.Namespace) -> None:
         await serve(await anyio.connect_unix(args.connect))
 
 
+UNUSED_IN_A_SANDBOX = ("openenv.core.env_server.web_interface",)
+"""Modules a worker never needs and that its environment's imports would load anyway: OpenEnv's web
+UI (Gradio, several seconds of CPU per process when installed), which ``openenv.core.env_server``
+imports when it can and does without when it cannot. A sandbox serves no web UI."""
+
+
+def skip_unused_imports() -> None:
+    """Make :data:`UNUSED_IN_A_SANDBOX` fail to import (as if absent), before the environment is loaded."""
+    for name in UNUSED_IN_A_SANDBOX:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> None:
+    skip_unused_imports()
     parser = argparse.ArgumentParser(prog="openenv_ws.sandbox.worker")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--fd", type=int, help="an inherited, connected stream socket")

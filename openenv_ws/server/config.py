@@ -16,6 +16,11 @@ class ServerConfig:
     """Sessions held at once (detached ones count); beyond it opens get a capacity error."""
     idle_timeout: float = 300.0
     """A session with no request for this long is closed."""
+    openenv_ws_idle_timeout: float | None = None
+    """OpenEnv's ``/ws`` sessions: None (default) closes them after ``idle_timeout`` like ours, and
+    keeps the socket open so that the client's next request is told its episode is gone (OpenEnv's
+    client would otherwise reconnect silently into a new session); 0 never closes them while their
+    socket is open (OpenEnv's own behaviour: no idle timeout); a number, that many seconds."""
     resume_grace: float = 60.0
     """A session whose connection dropped waits this long for the client to resume."""
     max_frame_bytes: int = 1 << 20

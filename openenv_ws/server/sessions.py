@@ -158,6 +158,8 @@ class Session:
         self.tap: SessionTap | None = None  # recording and live watchers; None while nothing listens
         self.deadline = context.step_timeout or spec.cls.step_timeout or DEFAULT_STEP_TIMEOUT
         """Seconds a request may run; the reaper stops the sandbox past it."""
+        self.idle_timeout: float | None = None
+        """Seconds without a request before the session is closed; None: the server's ``idle_timeout``."""
         self.owner: str | None = None  # the client that opened it (server/access.py): a token's name, or an IP
         self._first_reset = True  # its duration is the last stage of the sandbox's start (metrics)
         self._schemas = schemas
@@ -472,7 +474,10 @@ class SessionManager:
         for session in list(self.sessions.values()):
             state = session.state
             expiry = state.expiry(
-                now, resume_grace=cfg.resume_grace, idle_timeout=cfg.idle_timeout, deadline=session.deadline
+                now,
+                resume_grace=cfg.resume_grace,
+                idle_timeout=cfg.idle_timeout if session.idle_timeout is None else session.idle_timeout,
+                deadline=session.deadline,
             )
             if expiry is None:
                 if state.running_for(now) > cfg.reap_interval and session.sink is not None:

@@ -48,6 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = ServerConfig(
         max_sessions=args.max_sessions,
         idle_timeout=args.idle_timeout,
+        openenv_ws_idle_timeout=args.openenv_ws_idle_timeout,
         resume_grace=args.resume_grace,
         max_frame_bytes=args.max_frame_bytes,
         step_timeout=args.step_timeout,
@@ -324,6 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-sessions", type=int, default=1024, help="sessions held at once (default 1024)")
     serve.add_argument("--idle-timeout", type=float, default=300.0, help="close sessions idle this long (s)")
+    serve.add_argument(
+        "--openenv-ws-idle-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="OpenEnv compatibility: idle timeout of OpenEnv's /ws sessions; 0: none, as in OpenEnv"
+        " (default: --idle-timeout, and the client's next request is told its episode is gone)",
+    )
     serve.add_argument("--resume-grace", type=float, default=60.0, help="keep a dropped session resumable (s)")
     serve.add_argument("--max-frame-bytes", type=int, default=1 << 20, help="largest accepted frame (bytes)")
     serve.add_argument("--step-timeout", type=float, default=None, help="deadline of one reset/step (s)")
