@@ -83,6 +83,8 @@ def preload(target: str) -> None:
     """Import ahead what serving ``target`` will import (a fork-server does, once, for all its children)."""
     import anyio._backends._asyncio  # noqa: F401  (anyio.run imports it on first use)
 
+    skip_unused_imports()  # as a spawned worker does: its forks inherit the same modules
+
     try:
         load_target(target)
     except Exception:  # the child reports it on Open, as a spawned worker would
