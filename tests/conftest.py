@@ -31,8 +31,10 @@ def wait_for(predicate, timeout: float = 10.0) -> bool:
 class ServerProcess:
     """A real ``openenv-ws serve`` process; stopped by PID (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None, log_level: str = "warning") -> None:
-        self.port = free_port()
+    def __init__(
+        self, *args: str, env: dict[str, str] | None = None, log_level: str = "warning", port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
         self.url = f"ws://127.0.0.1:{self.port}"
         self.http = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "openenv_ws", "serve", *args, "--port", str(self.port), "--log-level", log_level]

@@ -44,6 +44,13 @@ EXIT_REASON_WAIT = 3.0
 """After end-of-stream, how long to wait for the engine to report the exit (it is usually ms)."""
 
 
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        return [child for child in path.iterdir() if child.is_dir()]
+    except FileNotFoundError:
+        return []
+
+
 class DockerSandbox(RelaySandbox):
     def __init__(self, backend: DockerBackend, container: Container, memory: str) -> None:
         super().__init__(container.channel)
@@ -210,9 +217,9 @@ class DockerBackend(Backend):
             log.warning("docker backend %s: cleanup failed: %s", self.owner.instance, exc)
         self._live.clear()
         if self._kept:  # a hand-off: the kept containers' socket directories stay (they are bind-mounted)
-            for directory in await anyio.Path(self.ipc_dir).iterdir():
-                if directory.name not in self._kept_dirs and await directory.is_dir():
-                    await remove_dir(Path(directory))
+            for directory in await anyio.to_thread.run_sync(_subdirs, self.ipc_dir):
+                if directory.name not in self._kept_dirs:
+                    await remove_dir(directory)
         else:
             await remove_dir(self.ipc_dir)
         await ops.aclose()
