@@ -19,7 +19,9 @@ Streamed events are not kept: a repeat after a restart gets the request's reply 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -34,6 +36,12 @@ from ..protocol import Request, ServerFrame, decode_server, encode
 STATE_FORMAT = "openenv-ws/state"
 STATE_VERSION = 1
 STATE_FILE = "state.msgpack"
+LOCK_FILE = "lock"
+"""Held (``flock``) by the one server using the directory; a successor waits for it (a hand-off in progress)."""
+LOCK_WAIT = 120.0
+"""How long a server waits for the directory's previous holder to hand off before giving up."""
+
+log = logging.getLogger("openenv_ws.server")
 COMPACT_BYTES = 64 << 20
 """A journal past this size is folded into a new state file (and a new journal started)."""
 FSYNC_INTERVAL = 1.0
@@ -174,11 +182,34 @@ class Journal:
         self.closed = False
         """After a hand-off: nothing more is written (the successor owns the directory)."""
         self.writes = 0
+        self._lock: int | None = None
 
     # ------------------------------------------------------------ reading (at start, blocking)
 
-    def load(self) -> SavedState | None:
-        """What the directory holds, journal applied; None for an empty directory."""
+    def _acquire(self, wait: float) -> None:
+        """Hold the directory: one server at a time; a successor started early waits for the hand-off."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._lock = fd
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise StateError(f"another server still holds {self.dir} after {wait:g}s") from None
+                if not told:
+                    log.info("waiting for the server holding %s to hand off", self.dir)
+                    told = True
+                time.sleep(0.05)
+
+    def load(self, wait: float = LOCK_WAIT) -> SavedState | None:
+        """What the directory holds, journal applied; None for an empty directory (holds the directory)."""
+        if self._lock is None:
+            self._acquire(wait)
         path = self.dir / STATE_FILE
         try:
             body = _unpack(path.read_bytes())
@@ -300,6 +331,9 @@ class Journal:
         """No more writes (a hand-off: the state file just written is the last word)."""
         self.closed = True
         self._close_fd()
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            os.close(lock)  # the successor may take the directory now
 
     def _close_fd(self) -> None:
         fd, self._fd = self._fd, None

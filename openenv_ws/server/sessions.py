@@ -587,7 +587,11 @@ class SessionManager:
     # ------------------------------------------------------------ restarts (serve --state-dir)
 
     def load_state(self) -> SavedState | None:
-        """What a previous server left in the state directory (blocking; before the backend starts)."""
+        """What a previous server left in the state directory (blocking; before the backend starts).
+
+        Waits while another server holds the directory: one started before its predecessor finished
+        handing off takes over right after it.
+        """
         if self.journal is None:
             return None
         saved = self.journal.load()
