@@ -188,7 +188,7 @@ class Journal:
 
     def _acquire(self, wait: float) -> None:
         """Hold the directory: one server at a time; a successor started early waits for the hand-off."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # episodes' data: the server's user only
         fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + wait
         told = False
@@ -268,7 +268,7 @@ class Journal:
 
     def write_state(self, instance: str | None, sessions: list[SavedSession]) -> None:
         """A new state file holding ``sessions`` and a new, empty journal after it (blocking)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         old = self._generation
         self._generation += 1
         body = {
@@ -343,7 +343,8 @@ class Journal:
 
 def _write_atomically(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

@@ -339,10 +339,8 @@ class DockerBackend(Backend):
         container_id, ipc = ref.get("container"), ref.get("ipc")
         if not container_id or not ipc:
             raise SandboxStartError("no container was recorded for it", fatal=True)
-        async with self._starts:
-            container = await reattach(
-                self._ops, self._monitor, container_id, self.ipc_dir / ipc, ipc, self.ready_timeout
-            )
+        # Not a start: no start slot taken (the Docker calls are bounded by the ops' threads).
+        container = await reattach(self._ops, self._monitor, container_id, self.ipc_dir / ipc, ipc, self.ready_timeout)
         self._live[container.id] = container
         sandbox = DockerSandbox(self, container, spec.cls.sandbox.memory)
         await sandbox.handshake(spec.target, options, self.open_timeout)  # the worker answers opened(resumed)
