@@ -16,8 +16,8 @@ def test_no_module_is_loaded_as_envs():
 
 def test_entry_points_load_the_installed_classes():
     targets = builtin_envs()
-    assert {"echo", "coding", "shell", "textgames", "gym"} <= set(targets)
-    for name in ("echo", "coding", "shell", "textgames", "gym"):
+    assert {"echo", "coding", "shell", "textgames", "gym", "web"} <= set(targets)
+    for name in ("echo", "coding", "shell", "textgames", "gym", "web"):
         module, _, attr = targets[name].partition(":")
         assert module == f"openenv_ws_envs.{name}"
         assert load_target(targets[name]) is getattr(importlib.import_module(module), attr)

@@ -48,6 +48,8 @@ class SandboxSettings(msgspec.Struct, kw_only=True, frozen=True):
     """Image to run; default: the one ``openenv-ws build ENV`` makes for this env."""
     extra_packages: tuple[str, ...] = ()
     """PyPI packages ``openenv-ws build`` installs into the image (as wheels from the host)."""
+    system_packages: tuple[str, ...] = ()
+    """Debian packages ``openenv-ws build`` installs into the image (as .debs fetched before the build)."""
     memory: str = "256m"
     cpus: float = 1.0
     pids: int = 128
@@ -115,6 +117,9 @@ class Environment:
     #: Seconds one reset/step/state may take before the server stops the sandbox and answers
     #: ``timeout`` (None: the server's default). ``serve --step-timeout`` overrides it.
     step_timeout: ClassVar[float | None] = None
+    #: Whether a step may come before the first reset (False: it is refused with ``no_episode``).
+    #: OpenEnv's environments can be stepped as soon as they are built, so ``from_openenv`` says True.
+    steps_before_reset: ClassVar[bool] = False
 
     #: How an episode can be copied (``fork``, ``checkpoint``): ``"replay"`` (default: a fresh
     #: instance is reset with the episode's seed and options and given the same actions, each answer

@@ -64,6 +64,12 @@ class SessionLostError(OpenEnvWSError):
     code = ErrorCode.SESSION_NOT_FOUND
 
 
+class NodeLostError(SessionLostError):
+    """The cluster node that held the session stopped answering; the session is given up."""
+
+    code = ErrorCode.NODE_LOST
+
+
 class ValidationError(OpenEnvWSError, ValueError):
     """An action (or option) did not match the environment's schema; ``path`` names the field."""
 
@@ -156,6 +162,7 @@ _BY_CODE: dict[str, type[OpenEnvWSError]] = {
     ErrorCode.QUEUE_FULL: CapacityError,
     ErrorCode.SESSION_NOT_FOUND: SessionLostError,
     ErrorCode.SESSION_CLOSED: SessionLostError,
+    ErrorCode.NODE_LOST: NodeLostError,
     ErrorCode.VALIDATION: ValidationError,
     ErrorCode.NO_EPISODE: EpisodeStateError,
     ErrorCode.EPISODE_ENDED: EpisodeStateError,

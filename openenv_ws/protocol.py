@@ -215,6 +215,7 @@ class ErrorCode:
     SHUTTING_DOWN = "shutting_down"
     SESSION_NOT_FOUND = "session_not_found"
     SESSION_CLOSED = "session_closed"
+    NODE_LOST = "node_lost"
     QUEUE_FULL = "queue_full"
     STALE_SEQ = "stale_seq"
     VALIDATION = "validation"

@@ -1,5 +1,6 @@
-"""Docker backend figures: warm acquire, cold start, a burst of sessions, memory per container, sessions held,
-and the step latency of the coding and shell environments.
+"""Docker backend figures: warm acquire, cold start, bursts and waves of sessions, idle pooled containers,
+memory per container, sessions held, the step latency of the coding and shell environments; and the
+stages of every sandbox start (from the server's /metrics).
 
 Starts its own ``openenv-ws serve ENV --sandbox docker`` on a free loopback port for each
 phase, and after each phase stops it and removes whatever container of it is left, by its
@@ -13,12 +14,18 @@ Phases:
   warm   sequential sessions on a server with ``--pool``: open (acquire + handshake) and first reset
   cold   the same with no pool: each open starts a container
   burst  N sessions at once, time until every one answered its first reset (pool 0, then pool P)
+  waves  W waves of B sessions at once, a pause between (per wave: all answered, pool hit rate, host memory)
+  idle   P pooled containers left idle (paused): memory each (cgroup, host) and CPU over 10 s
   hold   hold up to H idle sessions; host memory and container memory per session; a step on each
   steps  the coding and shell envs (the image must hold the env library, e.g. ``openenv-ws build coding``):
          cold open + first reset of a session with a task, then steps: plain ones, and graded ones
-         (a coding cell followed by the task's hidden tests; a shell command followed by the task's checker)
+         (a coding cell followed by the task's hidden tests; a shell command followed by the task's checker),
+         then resets (a new episode in the same sandbox)
 
 ``--runtime NAME`` runs every container under that OCI runtime (``-B runtime=NAME``: runc, runsc...).
+
+After each phase but hold, the stages of the sandbox starts it caused (count, mean, p50/p90 bucket).
+``--legacy`` benchmarks a server that predates the demand-sized pool (no ``pool_demand`` option).
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ import anyio
 import docker
 
 from openenv_ws import connect
+from openenv_ws.sandbox.base import START_STAGES
+from openenv_ws.tools.waves import burst, stages_markdown, start_stages, waves
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,6 +84,9 @@ def container_memory_mib(container_id: str) -> float | None:
 class Server:
     """``openenv-ws serve ENV --sandbox docker`` on a free port, stopped and cleaned by its labels."""
 
+    tree: Path | None = None
+    """Run the server from this source tree instead (``--server-tree``: before/after comparisons)."""
+
     def __init__(self, image: str, *args: str, env: str = "echo") -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -82,7 +94,8 @@ class Server:
         self.url = f"ws://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "openenv_ws", "serve", env, "--sandbox", "docker", "--image", image]
         cmd += ["--port", str(self.port), "--log-level", "warning", "--max-sessions", "1000", *args]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT)
+        environ = dict(os.environ, PYTHONPATH=str(self.tree)) if self.tree else None
+        self.proc = subprocess.Popen(cmd, cwd=self.tree or ROOT, env=environ)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -100,6 +113,9 @@ class Server:
 
     def pool(self) -> dict:
         return self.health()["backend"]["pools"].get("echo", {})
+
+    def stages(self) -> dict:
+        return start_stages(f"http://127.0.0.1:{self.port}")
 
     def stop(self, client: docker.DockerClient) -> None:
         if self.proc.poll() is None:
@@ -153,42 +169,6 @@ async def sequential_opens(server: Server, samples: int, pool: int, deadline: fl
     }
 
 
-async def burst(server: Server, sessions: int, deadline: float) -> dict:
-    """All sessions open at once; the time until every one has answered its first reset."""
-    done: list[float] = []
-    errors: dict[str, int] = {}
-    all_reset = anyio.Event()
-    started = time.perf_counter()
-
-    async def one() -> None:
-        try:
-            async with connect(server.url, env="echo", connect_timeout=deadline, request_timeout=deadline) as env:
-                await env.reset()
-                done.append(time.perf_counter() - started)
-                if len(done) + sum(errors.values()) == sessions:
-                    all_reset.set()
-                with anyio.move_on_after(deadline):
-                    await all_reset.wait()  # held until all answered: the burst is really concurrent
-        except Exception as exc:
-            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-            if len(done) + sum(errors.values()) == sessions:
-                all_reset.set()
-
-    with anyio.move_on_after(deadline):
-        async with anyio.create_task_group() as tg:
-            for _ in range(sessions):
-                tg.start_soon(one)
-    return {
-        "sessions": sessions,
-        "answered": len(done),
-        "errors": errors,
-        "all_answered_s": round(max(done), 2) if done else None,
-        "first_answered_ms": ms(min(done)) if done else None,
-        "median_answered_s": round(quantile(done, 0.5), 2) if done else None,
-        "pool": server.pool(),
-    }
-
-
 # A session of each env with a task, and its actions: a plain one, and one whose step the task grades.
 STEP_ENVS = {
     "coding": ({"task": "two_sum"}, {"code": "x = 1"}, {"code": "def two_sum(nums, target):\n    return [0, 1]"}),
@@ -199,7 +179,7 @@ STEP_ENVS = {
 async def steps(server: Server, env_name: str, sessions: int, per_session: int, deadline: float) -> dict:
     """Cold open + first reset of ``sessions`` sessions one at a time, then ``per_session`` steps of each kind."""
     options, plain, graded = STEP_ENVS[env_name]
-    opens, plain_s, graded_s = [], [], []
+    opens, resets, plain_s, graded_s = [], [], [], []
     for _ in range(sessions):
         await anyio.sleep(0.2)  # let the previous container's removal finish
         started = time.perf_counter()
@@ -211,11 +191,17 @@ async def steps(server: Server, env_name: str, sessions: int, per_session: int, 
                     t = time.perf_counter()
                     await env.step(action)
                     into.append(time.perf_counter() - t)
+            for seed in range(max(1, per_session // 5)):  # a new episode in the same sandbox
+                t = time.perf_counter()
+                await env.reset(seed=seed)
+                resets.append(time.perf_counter() - t)
     return {
         "sessions": sessions,
         "steps_per_kind": len(plain_s),
         "open_reset_p50_ms": ms(quantile(opens, 0.5)),
         "open_reset_p99_ms": ms(quantile(opens, 0.99)),
+        "reset_p50_ms": ms(quantile(resets, 0.5)),
+        "reset_p99_ms": ms(quantile(resets, 0.99)),
         "step_p50_ms": ms(quantile(plain_s, 0.5)),
         "step_p99_ms": ms(quantile(plain_s, 0.99)),
         "graded_step_p50_ms": ms(quantile(graded_s, 0.5)),
@@ -279,27 +265,80 @@ async def hold(server: Server, client: docker.DockerClient, steps: list[int], de
     return results
 
 
+def report_stages(out: dict, phase: str, server: Server) -> None:
+    stages = server.stages()
+    if stages:
+        out.setdefault("stages", {})[phase] = stages
+        print(f"{phase}: sandbox start stages\n{stages_markdown(stages, START_STAGES)}", flush=True)
+
+
+def cgroup_cpu_seconds(container_id: str) -> float | None:
+    try:
+        return int(Path(f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage").read_text()) / 1e9
+    except OSError:
+        return None
+
+
+async def idle(server: Server, client: docker.DockerClient, pool: int, baseline: float, deadline: float) -> dict:
+    """``pool`` pooled containers, idle: what each holds (cgroup, host) and the CPU they use over 10 s."""
+    await wait_pool(server, pool, deadline)
+    await anyio.sleep(3)  # settle: the last ones pause
+    filters = {"label": [f"openenv-ws.server={server.instance}"]}
+    containers = await anyio.to_thread.run_sync(lambda: client.containers.list(filters=filters))
+    ids = [c.id for c in containers]
+    cpu_before = [cgroup_cpu_seconds(i) for i in ids]
+    await anyio.sleep(10)
+    cpu_after = [cgroup_cpu_seconds(i) for i in ids]
+    usage = [m for m in map(container_memory_mib, ids) if m is not None]
+    used = baseline - mem_available_mib()
+    cpu = [b - a for a, b in zip(cpu_before, cpu_after, strict=True) if a is not None and b is not None]
+    pool_state = server.pool()
+    return {
+        "pooled": len(ids),
+        "paused": sum(1 for c in containers if c.status == "paused"),
+        "container_cgroup_mem_p50_mib": round(quantile(usage, 0.5), 1) if usage else None,
+        "charged_per_container_mib": round(pool_state.get("memory_bytes", 0) / 2**20 / max(1, len(ids)), 1),
+        "host_mem_per_container_mib": round(used / max(1, len(ids)), 1),
+        "cpu_ms_per_container_over_10s": round(sum(cpu) / max(1, len(cpu)) * 1e3, 2) if cpu else None,
+    }
+
+
 async def main(args: argparse.Namespace) -> dict:
     client = docker.from_env()
+    Server.tree = args.server_tree
     phases = set(args.phases.split(","))
     if args.runtime:
         args.server_args = ["-B", f"runtime={args.runtime}", *args.server_args]
     out: dict = {"machine": {"cpus": os.cpu_count(), "mem_available_mib": round(mem_available_mib())}}
+    fixed = [] if args.legacy else ["-B", "pool_demand=0"]  # the pool stays at --pool: no learning
     if "warm" in phases:
         with serving(client, args.image, "--pool", str(args.pool), *args.server_args) as server:
             out["warm"] = await sequential_opens(server, args.samples, args.pool, args.deadline)
             print("warm", json.dumps(out["warm"]), flush=True)
+            report_stages(out, "warm", server)
     if "cold" in phases:
-        with serving(client, args.image, *args.server_args) as server:
+        with serving(client, args.image, *fixed, *args.server_args) as server:
             out["cold"] = await sequential_opens(server, max(10, args.samples // 3), 0, args.deadline)
             print("cold", json.dumps(out["cold"]), flush=True)
+            report_stages(out, "cold", server)
     if "burst" in phases:
         for pool in (0, args.pool):
             with serving(client, args.image, "--pool", str(pool), *args.server_args) as server:
                 if pool:
                     await wait_pool(server, pool, args.deadline)
-                out[f"burst_pool{pool}"] = await burst(server, args.burst, args.deadline)
+                out[f"burst_pool{pool}"] = await burst(server.url, args.burst, args.deadline)
+                out[f"burst_pool{pool}"]["pool"] = server.pool()
                 print(f"burst pool {pool}", json.dumps(out[f"burst_pool{pool}"]), flush=True)
+                report_stages(out, f"burst_pool{pool}", server)
+    if "waves" in phases:
+        with serving(client, args.image, *args.server_args) as server:
+            out["waves"] = await waves(server.url, args.waves, args.wave_size, args.wave_pause, args.deadline)
+            report_stages(out, "waves", server)
+    if "idle" in phases:
+        baseline = mem_available_mib()
+        with serving(client, args.image, "--pool", str(args.pool), *fixed, *args.server_args) as server:
+            out["idle"] = await idle(server, client, args.pool, baseline, args.deadline)
+            print("idle", json.dumps(out["idle"]), flush=True)
     if "hold" in phases:
         counts = [n for n in (50, 100, 150, 200) if n <= args.hold] or [args.hold]
         with serving(client, args.image, "--idle-timeout", "3600", *args.server_args) as server:
@@ -320,6 +359,11 @@ if __name__ == "__main__":
     parser.add_argument("--samples", type=int, default=100, help="sequential opens in the warm phase")
     parser.add_argument("--pool", type=int, default=8, help="warm containers per env in the warm and burst phases")
     parser.add_argument("--burst", type=int, default=50, help="sessions opened at once")
+    parser.add_argument("--waves", type=int, default=5, help="waves in the waves phase")
+    parser.add_argument("--wave-size", type=int, default=64, help="sessions opened at once in each wave")
+    parser.add_argument("--wave-pause", type=float, default=30.0, help="seconds between waves")
+    parser.add_argument("--legacy", action="store_true", help="the server predates the demand-sized pool")
+    parser.add_argument("--server-tree", type=Path, help="run the server from this source tree (PYTHONPATH)")
     parser.add_argument("--hold", type=int, default=200, help="most sessions held (at most 200 here)")
     parser.add_argument("--steps", type=int, default=50, help="steps of each kind per session in the steps phase")
     parser.add_argument("--step-sessions", type=int, default=5, help="sessions per env in the steps phase")

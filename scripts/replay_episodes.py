@@ -102,6 +102,29 @@ EPISODES: dict[str, tuple[dict[str, Any], Script]] = {
             ("state", None),
         ],
     ),
+    "web": (
+        {"task": "login-user"},
+        [
+            ("reset", (1, None)),  # MiniWoB++ login-user: "vina" / "US" into [3] and [5], then [6] Login
+            ("step", {"action": "click", "id": 999}),
+            ("step", {"action": "press", "key": "Ctrl+c"}),
+            ("step", {"action": "type", "id": 3, "text": "vina"}),
+            ("step", {"action": "type", "id": 5, "text": "US"}),
+            ("state", None),
+            ("step", {"action": "click", "id": 6}),
+            ("reset", (0, {"task": "shop-cheapest-mug"})),
+            ("step", {"action": "goto", "path": "/search?q=mug"}),
+            ("step", {"action": "click", "id": 31}),  # Small Red Mug
+            ("step", {"action": "type", "id": 68, "text": "2"}),  # its quantity
+            ("step", {"action": "click", "id": 69}),  # Add to cart
+            ("step", {"action": "back"}),
+            ("state", None),
+            ("step", {"tool": "goto", "arguments": {"path": "/cart"}}),  # the same actions, as tool calls
+            ("step", {"tool": "click", "arguments": {"id": 999}}),  # an unknown id: an error result
+            ("step", {"tool": "press", "arguments": {"key": "Ctrl+c"}}),  # refused: $.arguments.key
+            ("step", {"tool": "back", "arguments": {}}),
+        ],
+    ),
     "gym": (
         {"env_id": "CartPole-v1"},
         [

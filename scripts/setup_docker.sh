@@ -14,7 +14,10 @@
 #   APT_LOG                 apt-get output     (default /var/log/openenv-setup-apt.log)
 #   OPENENV_CGROUP_VERSION  1|2: hierarchy to mount when /sys/fs/cgroup is not mounted at all (default 1)
 #   DOCKER_DAEMON_JSON      the engine's configuration file (default /etc/docker/daemon.json): the extra
-#                           OCI runtimes (runsc, gVisor) are registered there, and a running dockerd is told (SIGHUP)
+#                           OCI runtimes (runsc, gVisor; crun) are registered there, and a running dockerd is told (SIGHUP)
+#   OPENENV_HYBRID_CGROUPS  move|keep: on a hybrid cgroup host (v1 plus a cgroup2 at /sys/fs/cgroup/unified),
+#                           move the controllers nothing uses off cgroup2 so that crun can start containers
+#                           (default move; keep leaves the host's layout alone and the backend uses runc)
 set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
@@ -89,22 +92,22 @@ dump_log() {
 # ---------------------------------------------------------------- 1. packages
 step_start() { now_us; STEP_T=$NOW_US; }
 step_start
-declare -A PKG_FOR_CMD=([dockerd]=docker.io [containerd]=containerd [iptables]=iptables [debootstrap]=debootstrap [runsc]=runsc)
+declare -A PKG_FOR_CMD=([dockerd]=docker.io [containerd]=containerd [iptables]=iptables [debootstrap]=debootstrap [runsc]=runsc [crun]=crun)
 missing=()
-for cmd in dockerd containerd iptables debootstrap runsc; do
+for cmd in dockerd containerd iptables debootstrap runsc crun; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${PKG_FOR_CMD[$cmd]}")
 done
 if ((${#missing[@]})); then
     log "apt: installing ${missing[*]} (output: $APT_LOG)"
     apt_get update || die "apt-get update failed"
     apt_get install --no-install-recommends "${missing[@]}" || die "apt-get install ${missing[*]} failed"
-    for cmd in dockerd containerd iptables debootstrap runsc; do
+    for cmd in dockerd containerd iptables debootstrap runsc crun; do
         command -v "$cmd" >/dev/null 2>&1 || die "$cmd still missing after installing ${missing[*]}"
     done
     fmt_since "$STEP_T"
     log "apt: done in $SINCE"
 else
-    log "packages: docker.io containerd iptables debootstrap runsc already present"
+    log "packages: docker.io containerd iptables debootstrap runsc crun already present"
 fi
 command -v docker >/dev/null 2>&1 || die "no docker CLI in PATH"
 
@@ -123,7 +126,7 @@ config.setdefault("runtimes", {})[name] = entry
 path.write_text(json.dumps(config, indent=2) + "\n")
 PY
 }
-RUNTIMES=(runsc)
+RUNTIMES=(runsc crun)
 runtimes_changed=0
 # gVisor (-B runtime=runsc): its ptrace platform (the others need /dev/kvm or a newer kernel interface), no
 # network stack of its own (its netstack does not start here; sandboxes have --network none anyway), and
@@ -131,6 +134,11 @@ runtimes_changed=0
 if register_runtime runsc "$(command -v runsc)" --platform=ptrace --network=none --host-uds=open; then
     runtimes_changed=1
     log "runtimes: runsc registered in $DAEMON_JSON"
+fi
+# crun: starts containers faster than runc (docs/benchmarks.md); -B runtime=auto picks it
+if register_runtime crun "$(command -v crun)"; then
+    runtimes_changed=1
+    log "runtimes: crun registered in $DAEMON_JSON"
 fi
 
 # ---------------------------------------------------------------- 2. engine
@@ -195,6 +203,41 @@ runtimes_missing() {
         [[ $known == *"\"$name\""* ]] || return 0
     done
     return 1
+}
+
+# free_hybrid_controllers: on a cgroup v1 host with cgroup2 also mounted (hybrid), crun refuses to
+# start containers while any controller sits on the v2 side ("cgroups in hybrid mode not supported");
+# move each unused one (nothing enabled it in cgroup.subtree_control) to a v1 hierarchy of its own.
+# Conditional (OPENENV_HYBRID_CGROUPS=keep skips it) and never fatal: it changes the host's cgroup
+# layout, so it acts only where crun is registered with the engine, the host is hybrid and the
+# cgroup2 root has no controller enabled (the kernel refuses to move one that is in use anyway);
+# where a step fails (a read-only /sys/fs/cgroup, a kernel without that v1 controller) it warns and
+# goes on: runtime=auto then gives way to runc, as on any host where crun cannot start containers.
+free_hybrid_controllers() {
+    local unified=/sys/fs/cgroup/unified name controllers enabled
+    if [[ ${OPENENV_HYBRID_CGROUPS:-move} == keep ]]; then
+        log "cgroups: layout kept (OPENENV_HYBRID_CGROUPS=keep)"
+        return 0
+    fi
+    [[ -r $unified/cgroup.controllers ]] || return 0 # not hybrid: nothing to do
+    [[ $(docker info --format '{{json .Runtimes}}' 2>/dev/null || true) == *'"crun"'* ]] || return 0
+    controllers=$(cat "$unified/cgroup.controllers" 2>/dev/null || true)
+    enabled=$(cat "$unified/cgroup.subtree_control" 2>/dev/null || echo '?')
+    [[ -n $controllers ]] || return 0
+    if [[ -n $enabled ]]; then
+        log "cgroups: controllers '$enabled' are in use on cgroup2: left there (crun will give way to runc)"
+        return 0
+    fi
+    for name in $controllers; do
+        if mountpoint -q "/sys/fs/cgroup/$name" 2>/dev/null; then
+            log "cgroups: WARNING /sys/fs/cgroup/$name is already a mount point: $name left on cgroup2"
+        elif mkdir -p "/sys/fs/cgroup/$name" 2>/dev/null && mount -t cgroup -o "$name" cgroup "/sys/fs/cgroup/$name" 2>/dev/null; then
+            log "cgroups: moved controller $name from cgroup2 to v1 (crun needs no controller on cgroup2 in hybrid mode)"
+        else
+            rmdir "/sys/fs/cgroup/$name" 2>/dev/null || true
+            log "cgroups: WARNING could not move $name off cgroup2: crun will give way to runc here"
+        fi
+    done
 }
 
 # reload_runtimes: a running dockerd rereads its runtimes on SIGHUP; wait until it lists them all
@@ -262,6 +305,7 @@ else
         die "could not start dockerd after $LAUNCH_ATTEMPTS attempts"
     fi
 fi
+free_hybrid_controllers
 versions=$(docker version --format 'client {{.Client.Version}}, server {{.Server.Version}} (API {{.Server.APIVersion}})' 2>/dev/null || echo '?')
 log "engine: $versions"
 

@@ -32,8 +32,14 @@ class ServerProcess:
     """A real ``openenv-ws serve`` process; stopped by PID (SIGTERM, then SIGKILL)."""
 
     def __init__(
-        self, *args: str, env: dict[str, str] | None = None, log_level: str = "warning", port: int | None = None
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        log_level: str = "warning",
+        port: int | None = None,
+        wait: bool = True,
     ) -> None:
+        """``wait=False``: return at once; call :meth:`wait_ready` later (to start several at a time)."""
         self.port = port or free_port()
         self.url = f"ws://127.0.0.1:{self.port}"
         self.http = f"http://127.0.0.1:{self.port}"
@@ -42,9 +48,10 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ, **(env or {}))
         )
-        self._wait_ready()
+        if wait:
+            self.wait_ready()
 
-    def _wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -41,6 +41,9 @@ class Engine:
                 container.remove(force=True)
             except docker.errors.NotFound:
                 pass
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: a server's sweep is removing it already
+                    raise
 
 
 @pytest.fixture(scope="session")

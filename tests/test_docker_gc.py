@@ -54,6 +54,11 @@ def test_a_server_is_judged_gone_only_on_evidence():
     compose = _labels(other, **elsewhere, server_container="c" * 64)
     assert "no longer runs" in me.judge(compose, running=frozenset({"d" * 64}))
     assert me.judge(compose, running=frozenset({"c" * 64})) is None
+    # A directory shared by the engines of several nodes (a swarm's /tmp): another engine's server
+    # container is not in this engine's list, which then proves nothing; its lease decides.
+    here, there = replace(me, engine="engine-here"), _labels(other, **elsewhere, server_container="c" * 64)
+    assert "no longer runs" in here.judge({**there, "openenv-ws.engine": "engine-here"}, running=frozenset())
+    assert here.judge({**there, "openenv-ws.engine": "engine-there"}, running=frozenset()) is None
 
 
 def test_the_containers_of_a_server_with_a_state_directory_wait_for_its_successor(tmp_path):

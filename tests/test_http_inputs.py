@@ -104,7 +104,7 @@ def test_websocket_routes_and_unknown_paths_are_json_404s(server):
     assert {"/v1/sessions/s-nope/watch", "/v1/mux", "/ws", "/envs/echo/ws"} <= set(sockets)
     with httpx.Client(base_url=server.http, timeout=10) as http:
         for path in sockets:
-            if path == "/v1/sessions":  # also an HTTP route (the list)
+            if path in ("/v1/sessions", "/mcp", "/envs/echo/mcp"):  # also HTTP routes (the list, MCP's POST)
                 continue
             body = assert_named_4xx(http.get(path), path)
             assert body["code"] == "not_found" and "WebSocket route" in body["detail"]

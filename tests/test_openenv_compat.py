@@ -121,7 +121,8 @@ async def test_generic_client_runs_an_episode_in_its_own_sandbox(ours):
     assert wait_for(lambda: ours.sessions() == [])
     async with GenericEnvClient(base_url=ours.http) as first, GenericEnvClient(base_url=ours.http) as second:
         r = await first.reset(seed=3)
-        assert r.observation == {"echoed_message": "", "message_length": 0} and r.reward is None and not r.done
+        assert r.observation == {"metadata": {}, "echoed_message": "", "message_length": 0}  # OpenEnv's shape
+        assert r.reward is None and not r.done
         await second.reset()
         r = await first.step({"message": "hello"})
         assert r.observation["echoed_message"] == "hello" and r.reward == 0.5 and r.done is False
@@ -147,8 +148,8 @@ def test_typed_client_through_the_sync_wrapper(ours):
 
 async def test_errors_are_openenv_errors_and_the_session_goes_on(ours):
     async with GenericEnvClient(base_url=ours.http) as env:
-        with pytest.raises(RuntimeError, match=r"step before reset.*EXECUTION_ERROR"):
-            await env.step({"message": "early"})
+        early = await env.step({"message": "early"})  # before any reset: answered as OpenEnv does (reset first)
+        assert early.observation["echoed_message"] == "early"
         await env.reset()
         with pytest.raises(RuntimeError, match=r"invalid action.*VALIDATION_ERROR"):
             await env.step({"message": 42})
@@ -175,8 +176,11 @@ def test_malformed_messages_get_openenv_errors(ours):
         assert ask('{"type": "reset", "data": {"seed": 1}}')["type"] == "observation"
         error = ask('{"type": "step", "data": {"message": 1}}')["data"]
         assert error["code"] == "VALIDATION_ERROR" and error["path"] == "$.message" and error["ws_code"] == "validation"
+        assert error["errors"] == [
+            {"type": "value_error", "loc": ["message"], "msg": error["message"]}
+        ]  # OpenEnv's list
         reply = ask('{"type": "step", "data": {"message": "ok"}}')
-        observation = {"echoed_message": "ok", "message_length": 2}
+        observation = {"echoed_message": "ok", "message_length": 2, "metadata": {}}
         assert reply == {"type": "observation", "data": {"observation": observation, "reward": 0.2, "done": False}}
 
 
@@ -210,8 +214,11 @@ async def test_idle_sessions_are_reaped_over_ws_and_http(start_server):
         sid = {"X-Session-Id": httpx.post(server.http + "/reset", timeout=5).headers["X-Session-Id"]}  # noqa: ASYNC210
         assert len(server.sessions()) == 2
         assert wait_for(lambda: server.sessions() == [], timeout=10)
-        with pytest.raises(RuntimeError, match=r"closed by the server: idle timeout.*SESSION_ERROR"):
+        # The socket stays: the next request is told the episode is gone (no silent new session) ...
+        with pytest.raises(RuntimeError, match=r"idle timeout\) and its episode is gone.*SESSION_ERROR"):
             await env.step({"message": "too late"})
+        again = await env.reset()  # ... and a reset starts a new one on the same socket
+        assert again.observation["echoed_message"] == "" and len(server.sessions()) == 1
     gone = httpx.post(server.http + "/step", json={"action": {"message": "too late"}}, headers=sid, timeout=5)  # noqa: ASYNC210
     assert gone.status_code == 404 and "expired" in gone.json()["detail"]
 
@@ -220,7 +227,8 @@ def test_http_episode_persists_across_calls(ours):
     with httpx.Client(base_url=ours.http, timeout=30) as http:
         first = http.post("/reset", json=ResetRequest(seed=1).model_dump(exclude_unset=True))
         assert first.status_code == 200
-        assert ResetResponse.model_validate(first.json()).observation == {"echoed_message": "", "message_length": 0}
+        observation = ResetResponse.model_validate(first.json()).observation
+        assert observation == {"metadata": {}, "echoed_message": "", "message_length": 0}
         sid = {"X-Session-Id": first.headers["X-Session-Id"]}
         other = http.post("/reset").headers["X-Session-Id"]  # a second episode, in its own sandbox
         assert other != sid["X-Session-Id"]
@@ -235,8 +243,11 @@ def test_http_episode_persists_across_calls(ours):
 
         bad = http.post("/step", json={"action": {"message": 1}}, headers=sid)
         assert bad.status_code == 422 and bad.json()["path"] == "$.message"
-        lost = http.post("/step", json={"action": {"message": "x"}})
-        assert lost.status_code == 404 and "X-Session-Id" in lost.json()["detail"]
+        held = len(ours.sessions())
+        stateless = http.post("/step", json={"action": {"message": "x"}})  # OpenEnv's simulation mode: a fresh env
+        assert stateless.status_code == 200 and stateless.json()["observation"]["echoed_message"] == "x"
+        assert http.get("/state").json()["step_count"] == 0
+        assert len(ours.sessions()) == held  # their sessions were closed with their answers
         assert http.post("/step", json={"action": {}}, headers={"X-Session-Id": "s-nope"}).status_code == 404
 
         assert http.post("/close", headers=sid).json()["closed"] is True
@@ -331,7 +342,7 @@ def test_the_adapted_env_answers_like_openenv_itself(openenv_server, ours):
     theirs = anyio.run(word_episode, openenv_server.url)
     mine = anyio.run(word_episode, ours.url, "words")
     for a, b in zip(theirs, mine, strict=True):
-        assert {k: v for k, v in a.observation.items() if k != "metadata"} == b.observation  # OpenEnv repeats it
+        assert a.observation == b.observation  # metadata inside the observation too, as OpenEnv sends it
         assert (a.reward, a.terminated, a.truncated, a.info) == (b.reward, b.terminated, b.truncated, b.info)
 
 

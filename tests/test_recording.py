@@ -186,11 +186,11 @@ def test_replay_passes_then_finds_the_first_divergence(start_server, tmp_path):
 def test_the_recorded_episodes_of_every_environment_replay():
     """tests/replays/ holds an episode of each built-in env; scripts/replay_episodes.py replays them all."""
     names = sorted(p.stem for p in (ROOT / "tests" / "replays").glob("*.jsonl"))
-    assert names == ["coding", "echo", "gym", "shell", "textgames"]
+    assert names == ["coding", "echo", "gym", "shell", "textgames", "web"]
     cmd = [sys.executable, "scripts/replay_episodes.py"]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("ok ") == 6, result.stdout
+    assert result.stdout.count("ok ") == 8, result.stdout
 
 
 def test_a_file_that_cannot_be_written_is_dropped_not_fatal(tmp_path):

@@ -38,20 +38,33 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.abc
 
-from openenv_ws.confine import Confinement, Identity
+from openenv_ws.confine import KILL_ALL, Confinement, Identity
 
 OutputSink = Callable[[str, str], Awaitable[None]]
 """Receives ``(stream name, text)`` while a request runs."""
 
 _GONE = (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError)
 
-# Exec'd first in the child: die with the parent (Linux), then become the real command.
-_PDEATHSIG_SHIM = (
+# Exec'd first in the child: die with the parent (Linux), move descriptors into place, become the real command.
+_SHIM = (
     "import ctypes,os,sys\n"
-    "ctypes.CDLL(None, use_errno=True).prctl(1, 9)\n"  # PR_SET_PDEATHSIG, SIGKILL
-    "os.getppid() == int(sys.argv[1]) or os._exit(70)\n"  # the parent died before prctl took effect
-    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+    "if sys.platform.startswith('linux'):\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, 9)\n"  # PR_SET_PDEATHSIG, SIGKILL
+    "    os.getppid() == int(sys.argv[1]) or os._exit(70)\n"  # the parent died before prctl took effect
+    "for move in filter(None, sys.argv[2].split(',')):\n"
+    "    os.dup2(*map(int, move.split('>')))\n"  # dup2 leaves the new descriptor inheritable
+    "os.execvp(sys.argv[3], sys.argv[3:])\n"
 )
+
+
+def die_with_parent(argv: Sequence[str], moves: Sequence[tuple[int, int]] = ()) -> list[str]:
+    """``argv`` behind a shim that makes it die with this process (Linux: ``PR_SET_PDEATHSIG``) and first
+    applies ``os.dup2(a, b)`` for each ``(a, b)`` of ``moves`` (a browser wants its pipe at fixed numbers).
+    Without moves, elsewhere than on Linux, ``argv`` itself."""
+    if not moves and not sys.platform.startswith("linux"):
+        return list(argv)
+    plan = ",".join(f"{a}>{b}" for a, b in moves)
+    return [sys.executable, "-I", "-S", "-c", _SHIM, str(os.getpid()), plan, *argv]
 
 
 def base_environ(home: str, **extra: str) -> dict[str, str]:
@@ -68,16 +81,19 @@ def base_environ(home: str, **extra: str) -> dict[str, str]:
     return env
 
 
-# Run as the agent: its workspace is its own (0755: graders read it; the agent may tighten it).
-_MAKE_WORKSPACE = "import os, sys, tempfile\nd = tempfile.mkdtemp(prefix=sys.argv[1])\nos.chmod(d, 0o755)\nprint(d)"
-_REMOVE_WORKSPACE = "import shutil, sys\nshutil.rmtree(sys.argv[1], ignore_errors=True)"
+# Run as the agent (sh). Its workspace is its own (0755: graders read it; the agent may tighten it), under a
+# name the worker picked at random; it goes once every process of the agent's uid is dead.
+_MAKE_WORKSPACE = 'mkdir -m 755 -- "$1" && printf %s "$1"'
+_END_EPISODE = f'{KILL_ALL}; rm -rf -- "$1"; true'
 
 
 class Workspace:
     """A fresh scratch directory per episode (under the sandbox's writable /tmp), removed at the end.
 
-    Made and removed by the agent's uid when it has one: the worker then needs no right over the
-    agent's files (it holds no CAP_DAC_OVERRIDE or CAP_CHOWN).
+    Where the agent has a uid of its own, the workspace is made and removed by that uid (the worker
+    holds no right over the agent's files: no CAP_DAC_OVERRIDE, no CAP_CHOWN), and removing it ends
+    the episode's processes first: every process of the agent's uid is killed, daemons included,
+    so nothing writes into the workspace as it goes and nothing reaches the next episode.
     """
 
     def __init__(self, path: str, confinement: Confinement) -> None:
@@ -87,15 +103,17 @@ class Workspace:
     @classmethod
     async def create(cls, prefix: str, confinement: Confinement) -> Workspace:
         if confinement.separate:
-            path = (await confinement.run_as_agent(_MAKE_WORKSPACE, prefix)).strip()
+            path = os.path.join(tempfile.gettempdir(), prefix + secrets.token_hex(6))
+            await confinement.run_as_agent(_MAKE_WORKSPACE, path)
         else:
             path = tempfile.mkdtemp(prefix=prefix)
         return cls(path, confinement)
 
     async def remove(self) -> None:
+        """Kill the agent's processes (when it has a uid of its own), then remove the directory."""
         if self._confinement.separate:
             with anyio.CancelScope(shield=True):
-                await self._confinement.run_as_agent(_REMOVE_WORKSPACE, self.path)
+                await self._confinement.run_as_agent(_END_EPISODE, self.path)
         else:
             shutil.rmtree(self.path, ignore_errors=True)
 
@@ -259,8 +277,7 @@ class ChildProcess:
         ``output`` when merged."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(env, OPENENV_REQUEST_FD=str(theirs.fileno()))
-        if sys.platform.startswith("linux"):
-            argv = [sys.executable, "-I", "-S", "-c", _PDEATHSIG_SHIM, str(os.getpid()), *argv]
+        argv = die_with_parent(argv)
         try:
             process = await anyio.open_process(
                 list(argv),

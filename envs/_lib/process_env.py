@@ -13,11 +13,10 @@ import anyio
 
 from openenv_ws.confine import Confinement
 from openenv_ws.env import Environment
-from openenv_ws.errors import ValidationError
-from openenv_ws.protocol import ErrorCode
 
 from .child import ChildProcess, Workspace
-from .tasks import choose_task
+from .options import bad_option
+from .tasks import choose_task, requested_task
 
 OUTPUT_CHARS_CEILING = 1 << 20
 """The most ``max_output_chars`` a client may ask for: characters of each stream an observation keeps."""
@@ -27,13 +26,9 @@ CHECK_TIMEOUT_S_CEILING = 60.0
 """The most ``check_timeout_s`` a client may ask for: seconds a task's setup, checker or tests may run."""
 
 
-def _bad_option(message: str, name: str) -> ValidationError:
-    return ValidationError(message, path=f"$.{name}", code=ErrorCode.BAD_OPTIONS)
-
-
 def _within(name: str, value: float, low: float, ceiling: float) -> None:
     if not low < value <= ceiling:
-        raise _bad_option(f"{name} must be > {low:g} and <= {ceiling:g} (the server's ceiling), got {value:g}", name)
+        raise bad_option(f"{name} must be > {low:g} and <= {ceiling:g} (the server's ceiling), got {value:g}", name)
 
 
 class ProcessEnvironment(Environment):
@@ -54,7 +49,7 @@ class ProcessEnvironment(Environment):
         _within("check_timeout_s", check_timeout_s, 0, CHECK_TIMEOUT_S_CEILING)
         _within("max_output_chars", max_output_chars, 63, OUTPUT_CHARS_CEILING)
         if max_steps is not None and max_steps < 1:
-            raise _bad_option("max_steps must be >= 1", "max_steps")
+            raise bad_option("max_steps must be >= 1", "max_steps")
         self.confinement = Confinement.from_environ()
         self.task_option = task
         choose_task(self._tasks(), task, None)  # an unknown task fails at open, not at the first reset
@@ -95,12 +90,7 @@ class ProcessEnvironment(Environment):
 
     async def _begin(self, seed: int | None, options: dict[str, Any] | None) -> None:
         """Start an episode: end the previous one, choose the task, make the workspace, start the child."""
-        options = dict(options or {})
-        task = choose_task(self._tasks(), options.pop("task", self.task_option), seed)
-        if options:
-            raise ValidationError(
-                f"unknown reset options: {', '.join(sorted(options))} (known: task)", path="$.options"
-            )
+        task = choose_task(self._tasks(), requested_task(options, self.task_option), seed)
         await self._end()
         self.seed, self.task_name = seed, task
         self.task = self._tasks()[task] if task else None
@@ -124,13 +114,12 @@ class ProcessEnvironment(Environment):
         return self.max_steps is not None and step_count >= self.max_steps
 
     async def _end(self) -> None:
-        """End the episode: its child, every process of the agent's uid (daemons included), its workspace."""
+        """End the episode: its child, then its workspace (and with it every process of the agent's uid)."""
         with anyio.CancelScope(shield=True):
             if self._child is not None:
                 await self._child.close()
                 self._child = None
             if self._workspace is not None:
-                await self.confinement.kill_agent_processes()
                 await self._workspace.remove()
                 self._workspace = None
 

@@ -29,3 +29,12 @@ def choose_task(tasks: dict[str, dict[str, Any]], name: str | None, seed: int | 
             f"unknown task {name!r} (known: {known}, random)", path="$.task", code=ErrorCode.BAD_OPTIONS
         )
     return name
+
+
+def requested_task(options: dict[str, Any] | None, default: str | None) -> str | None:
+    """The task a reset asks for (its ``task`` option, else ``default``); any other reset option is refused."""
+    options = dict(options or {})
+    task = options.pop("task", default)
+    if options:
+        raise ValidationError(f"unknown reset options: {', '.join(sorted(options))} (known: task)", path="$.options")
+    return task

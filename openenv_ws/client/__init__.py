@@ -1,11 +1,13 @@
 """The client: one :class:`EnvSession` per episode, many per process (anyio: asyncio or trio)."""
 
 from .episodes import EpisodeRecord, run_episodes
-from .mux import Multiplexer, multiplex
-from .session import EnvSession, connect
+from .mux import Multiplexer
+from .routing import ClusterMultiplexer, connect, multiplex
+from .session import EnvSession
 from .sync import SyncEnvSession, connect_sync
 
 __all__ = [
+    "ClusterMultiplexer",
     "EnvSession",
     "EpisodeRecord",
     "Multiplexer",

@@ -6,7 +6,9 @@ a request timed out) is run again from the start — a new session, the same see
 to ``retries`` more times, waiting ``retry_after`` (or a growing backoff) first. An
 episode that fails because of the policy or the environment (a validation error, an
 environment exception, a protocol error) is not retried: running it again would fail
-the same way. Every attempt is counted in the record.
+the same way. Every attempt is counted in the record, and listed in ``tries``. Against a
+cluster, an episode whose node was lost (:class:`~openenv_ws.errors.NodeLostError`, a
+:class:`~openenv_ws.errors.SessionLostError`) is run again on a node that answers.
 
 Cancellation (Ctrl-C, a cancelled task group) closes every open session on the server
 before ``run_episodes`` returns, because each episode lives inside ``connect()``.
@@ -32,13 +34,23 @@ from ..errors import (
     SandboxStartError,
     SessionLostError,
 )
-from .mux import multiplex as multiplex_sessions
 from .progress import EpisodeProgress
-from .session import connect
+from .routing import connect, session_options
+from .routing import multiplex as multiplex_sessions
 
 Policy = Callable[[Any], Awaitable[Any] | Any]
 
 RETRYABLE = (CapacityError, SessionLostError, SandboxCrashedError, SandboxStartError, RequestTimeoutError, OSError)
+
+
+@dataclass
+class Attempt:
+    """One try at an episode: its session (None if none opened) and how it ended."""
+
+    session_id: str | None
+    error: str | None
+    ended_at: float
+    """Wall-clock time (``time.time()``) when it ended."""
 
 
 @dataclass
@@ -53,6 +65,8 @@ class EpisodeRecord:
     attempts: int = 0
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    tries: list[Attempt] = field(default_factory=list)
+    """Every attempt, in order (the last is the one reported above)."""
 
     @property
     def ok(self) -> bool:
@@ -90,8 +104,9 @@ async def run_episodes(
     an episode that neither terminates nor truncates. ``progress`` shows a progress bar with
     rate and ETA on a terminal (default: when stderr is one; ``True`` or a stream: there, as
     plain lines when it is no terminal; see :mod:`openenv_ws.client.progress`). ``multiplex=N``
-    carries all sessions over N shared connections instead of one socket each. Extra keyword
-    arguments go to ``connect()``.
+    carries all sessions over N shared connections (N per node of a cluster) instead of one
+    socket each. Extra keyword arguments go to ``connect()``. ``url`` may name any node of a
+    cluster (see :mod:`.routing`).
     """
     if seeds is not None and len(seeds) != episodes:
         raise ValueError("seeds must have one entry per episode")
@@ -103,9 +118,9 @@ async def run_episodes(
     queue = iter(records)
 
     async def attempt(record: EpisodeRecord) -> None:
-        record.info = {}
+        record.info, record.session_id = {}, None
         record.episode_return, record.length, record.ended = 0.0, 0, ""
-        async with open_session(env, options=options or {}, **connect_options) as session:
+        async with open_session(env, options=options or {}) as session:
             record.session_id = session.session_id
             result = await session.reset(seed=record.seed, options=reset_options)
             while True:
@@ -132,20 +147,22 @@ async def run_episodes(
         try:
             for number in range(retries + 1):
                 record.attempts = number + 1
+                wait: float | None = None  # set when the failure is worth another attempt
                 try:
                     await attempt(record)
                     record.error = None
-                    break
                 except RETRYABLE as exc:
                     record.error = f"{type(exc).__name__}: {exc}"
-                    if number == retries:
-                        break
-                    state.retried += 1
-                    wait = getattr(exc, "retry_after", None) or backoff * 2**number
-                    await anyio.sleep(wait)
+                    if number < retries:
+                        wait = getattr(exc, "retry_after", None) or backoff * 2**number
                 except Exception as exc:  # the policy's or the env's failure: not retried
                     record.error = f"{type(exc).__name__}: {exc}"
+                finally:
+                    record.tries.append(Attempt(record.session_id, record.error, time.time()))
+                if wait is None:
                     break
+                state.retried += 1
+                await anyio.sleep(wait)
         finally:
             state.running -= 1
             record.seconds = round(time.monotonic() - started, 6)
@@ -160,9 +177,9 @@ async def run_episodes(
     async with AsyncExitStack() as stack:
         if multiplex:
             mux = await stack.enter_async_context(multiplex_sessions(url, connections=multiplex, **connect_options))
-            open_session = mux.connect
+            open_session = partial(mux.connect, **session_options(connect_options))
         else:
-            open_session = partial(connect, url)
+            open_session = partial(connect, url, **connect_options)
         async with anyio.create_task_group() as tg:
             if stream is not None:
                 tg.start_soon(state.show)

@@ -302,6 +302,20 @@ class MuxLink:
         self.sessions[number] = session
         await session.resumed(_Channel(self, number))
 
+    @property
+    def broken(self) -> bool:
+        """It gave up (or was given up): it carries no session any more."""
+        return self._failure is not None
+
+    def abandon(self, exc: OpenEnvWSError) -> None:
+        """Give it up at once (its server is gone): every session it carries fails with ``exc``."""
+        self._fail_all(exc)
+        for session in list(self._to_resume):
+            session.fail(exc)
+        self._up.set()  # an open waiting for the connection to come back learns the failure
+        if self._scope is not None:
+            self._scope.cancel()
+
     async def aclose(self) -> None:
         if self._scope is not None:
             self._scope.cancel()
@@ -340,6 +354,16 @@ class Multiplexer:
         finally:
             with anyio.CancelScope(shield=True):
                 await session.close()
+
+    @property
+    def broken(self) -> bool:
+        """Every connection gave up: a new session cannot be opened here."""
+        return all(link.broken for link in self.links)
+
+    def abandon(self, exc: OpenEnvWSError) -> None:
+        """Give every connection up at once (the server is gone): their sessions fail with ``exc``."""
+        for link in self.links:
+            link.abandon(exc)
 
     async def aclose(self) -> None:
         for link in self.links:

@@ -12,7 +12,8 @@ from typing import Any
 from anyio.from_thread import start_blocking_portal
 
 from ..env import StepResult
-from .session import EnvSession, connect
+from .routing import connect
+from .session import EnvSession
 
 
 class SyncEnvSession:

@@ -40,6 +40,7 @@ class OpenEnvAdapter(SyncEnvironment):
     openenv_action: ClassVar[Any]
     openenv_async: ClassVar[frozenset[str]] = frozenset()
     openenv_mcp: ClassVar[bool] = False
+    steps_before_reset: ClassVar[bool] = True  # OpenEnv's server steps an environment as soon as it is built
 
     def __init__(self, **options: Any) -> None:
         self.inner = self.openenv_env(**options)
@@ -76,6 +77,17 @@ class OpenEnvAdapter(SyncEnvironment):
             )
         return tools
 
+    @classmethod
+    def openenv_metadata(cls) -> dict[str, Any]:
+        """The environment's own ``get_metadata()`` (OpenEnv's ``EnvironmentMetadata``), from an instance
+        made for the purpose, as OpenEnv's ``/metadata`` answers it."""
+        inner = cls.openenv_env()
+        try:
+            metadata = inner.get_metadata()
+        finally:
+            inner.close()
+        return metadata.model_dump() if hasattr(metadata, "model_dump") else dict(metadata)
+
     def call_mcp_tool(self, name: str, arguments: dict[str, Any]) -> StepResult:
         """One tool call as the OpenEnv environment's ``step(CallToolAction(...))``."""
         from openenv.core.env_server.mcp_types import CallToolAction
@@ -100,10 +112,18 @@ class OpenEnvAdapter(SyncEnvironment):
         import pydantic
 
         try:
-            typed = self.openenv_action.model_validate(action)
+            typed = self._action_model(action).model_validate(action)
         except pydantic.ValidationError as exc:
             raise _validation_error(exc) from None
         return _observation_result(self._call("step", {}, typed))
+
+    def _action_model(self, action: dict[str, Any]) -> Any:
+        """The model an action validates against: an MCP environment also takes ``list_tools``, as in OpenEnv."""
+        if self.openenv_mcp and isinstance(action, dict) and action.get("type") == "list_tools":
+            from openenv.core.env_server.mcp_types import ListToolsAction
+
+            return ListToolsAction
+        return self.openenv_action
 
     def state(self) -> Any:
         state = self.inner.state

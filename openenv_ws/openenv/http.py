@@ -33,9 +33,11 @@ from ..protocol import (
     GetState,
     Open,
     Request,
+    Reset,
     Result,
     ServerFrame,
     StateReply,
+    Step,
     unpack,
 )
 from ..server.access import RESUME_TOKEN_HEADER, may_act, open_as
@@ -131,12 +133,20 @@ class _Reply:
 
 
 class HttpSessions:
-    """The sessions opened over HTTP (only these are reachable over HTTP), each with its request lock;
-    the endpoints are its methods."""
+    """The sessions opened over HTTP (only these are reachable over HTTP, and OpenEnv's MCP routes
+    open theirs here too), each with its request lock; the endpoints are its methods.
+
+    A session opened by ``/reset`` without an id is *unclaimed* until a request names it: when
+    the server is at capacity, the oldest unclaimed one is closed to make room, so a loop of
+    OpenEnv's stateless ``/reset`` calls keeps being answered. ``/step`` and ``/state`` without an
+    id are OpenEnv's simulation mode: a session for that one request, closed with its answer.
+    """
 
     def __init__(self, manager: SessionManager) -> None:
         self.manager = manager
         self.locks: dict[str, anyio.Lock] = {}
+        self.unclaimed: dict[str, None] = {}  # oldest first
+        self.fresh: set[str] = set()  # opened without a reset (OpenEnv's MCP sessions): none applied yet
 
     # ------------------------------------------------------------ endpoints
 
@@ -146,8 +156,10 @@ class HttpSessions:
         frame = reset_frame(await self._body(request))
         session = self._find(request)
         if session is not None:
+            self.fresh.discard(session.id)
             return await self._run(request, session, frame)
-        session = await self._open(request)
+        session = await self.open(request)
+        self.unclaimed[session.id] = None
         response = await self._run(request, session, frame)
         response.headers[RESUME_TOKEN_HEADER] = session.token  # the session's own credential
         return response
@@ -155,15 +167,21 @@ class HttpSessions:
     @answers_errors
     async def step(self, request: HTTPRequest) -> Response:
         body = await self._body(request)
-        session = self._require(request)
         if "action" not in body:
             raise BadMessage("the body needs 'action'")
-        metadata = takes_metadata(session.spec.schemas["action"])
-        return await self._run(request, session, step_frame(body["action"], metadata))
+        session = self._find(request)
+        spec = session.spec if session is not None else self.manager.spec(requested_env(request))
+        frame = step_frame(body["action"], takes_metadata(spec.schemas["action"]))
+        if session is None:  # OpenEnv's simulation mode: a fresh environment for this one step
+            return frame_response(await self.one_shot(request, frame))
+        return await self._run(request, session, frame)
 
     @answers_errors
     async def state(self, request: HTTPRequest) -> Response:
-        return await self._run(request, self._require(request), GetState())
+        session = self._find(request)
+        if session is None:  # OpenEnv's simulation mode: the state of a fresh environment
+            return frame_response(await self.one_shot(request, GetState()))
+        return await self._run(request, session, GetState())
 
     @answers_errors
     async def close(self, request: HTTPRequest) -> Response:
@@ -171,7 +189,7 @@ class HttpSessions:
         await self._body(request)  # none is needed; one that is there must still be a JSON object
         session = self._require(request)
         response = await self._run(request, session, Close())
-        self.locks.pop(session.id, None)
+        self.forget(session.id)
         return response
 
     # ------------------------------------------------------------ sessions
@@ -180,6 +198,10 @@ class HttpSessions:
         session_id = request.headers.get(SESSION_HEADER) or request.query_params.get("session_id")
         if not session_id:
             return None
+        return self.lookup(request, session_id)
+
+    def lookup(self, request: HTTPConnection, session_id: str) -> Session:
+        """The HTTP session ``session_id``, if the caller may act on it (it is claimed from now on)."""
         session = self.manager.get(session_id)
         if session is None or session_id not in self.locks:
             raise SessionLostError(f"session {session_id!r} is unknown, expired or closed: POST /reset opens another")
@@ -189,6 +211,7 @@ class HttpSessions:
                 f"session {session_id!r} belongs to another client: its owner, an operator, or its"
                 f" {RESUME_TOKEN_HEADER} may act on it"
             )
+        self.unclaimed.pop(session_id, None)
         return session
 
     def _require(self, request: HTTPRequest) -> Session:
@@ -200,15 +223,44 @@ class HttpSessions:
             )
         return session
 
-    async def _open(self, request: HTTPRequest) -> Session:
+    def forget(self, session_id: str) -> None:
+        self.locks.pop(session_id, None)
+        self.unclaimed.pop(session_id, None)
+        self.fresh.discard(session_id)
+
+    async def open(self, request: HTTPConnection, *, fresh: bool = False) -> Session:
+        """Open a session for HTTP (or OpenEnv's MCP); at capacity, the oldest unclaimed one makes room."""
         for session_id in [s for s in self.locks if self.manager.get(s) is None]:
-            del self.locks[session_id]  # ended: closed, idle, crashed
+            self.forget(session_id)  # ended: closed, idle, crashed
+        if self.unclaimed and self.manager.health()["capacity_left"] == 0:
+            oldest = next(iter(self.unclaimed))
+            self.forget(oldest)
+            evicted = self.manager.get(oldest)
+            if evicted is not None and not evicted.busy:
+                await evicted.close("closed to make room: opened by a stateless /reset and never used again")
         session = await open_as(request, Open(env=requested_env(request)), _Reply(peer(request)))
         self.locks[session.id] = anyio.Lock()
+        if fresh:
+            self.fresh.add(session.id)
         return session
 
-    async def _run(self, request: HTTPRequest, session: Session, frame: Request) -> Response:
-        """Apply one request, one at a time per session (later ones wait, at most ``max_queue`` of them)."""
+    async def one_shot(self, request: HTTPConnection, frame: Request) -> ServerFrame:
+        """``frame`` in a session of its own (a fresh environment, as OpenEnv's stateless HTTP calls get),
+        reset first when the environment cannot step before a reset; the session is closed after."""
+        session = await self.open(request)
+        try:
+            if isinstance(frame, Step | GetState) and not session.spec.cls.steps_before_reset:
+                reply = await self.apply(request, session, Reset())
+                if not isinstance(reply, Result):
+                    return reply
+            return await self.apply(request, session, frame)
+        finally:
+            self.forget(session.id)
+            await session.close("a stateless request was answered", notify=False)
+
+    async def apply(self, request: HTTPConnection, session: Session, frame: Request) -> ServerFrame:
+        """Apply one request, one at a time per session (later ones wait, at most ``max_queue`` of them);
+        a session that has had no reset yet gets one first if its environment needs it."""
         lock = self.locks[session.id]
         if lock.statistics().tasks_waiting >= self.manager.config.max_queue:
             waiting = lock.statistics().tasks_waiting
@@ -218,16 +270,30 @@ class HttpSessions:
                 retry_after=self.manager.config.retry_after,
             )
         async with lock:
-            if session.closed:
-                raise SessionLostError(f"session closed: {session.close_reason}", code=ErrorCode.SESSION_CLOSED)
-            reply = _Reply(peer(request))
-            session.attach(reply, session.applied)  # nothing to resume over HTTP: the reply cache is dropped
-            frame.seq = session.applied + 1
-            try:
-                await session.submit(frame, reply)
-            finally:
-                await reply.close()
-        return frame_response(reply.final(), session.id)
+            if isinstance(frame, Reset):
+                self.fresh.discard(session.id)
+            if session.id in self.fresh and isinstance(frame, Step):
+                self.fresh.discard(session.id)
+                if not session.spec.cls.steps_before_reset:
+                    reply = await self._submit(request, session, Reset())
+                    if not isinstance(reply, Result):
+                        return reply
+            return await self._submit(request, session, frame)
+
+    async def _submit(self, request: HTTPConnection, session: Session, frame: Request) -> ServerFrame:
+        if session.closed:
+            raise SessionLostError(f"session closed: {session.close_reason}", code=ErrorCode.SESSION_CLOSED)
+        reply = _Reply(peer(request))
+        session.attach(reply, session.applied)  # nothing to resume over HTTP: the reply cache is dropped
+        frame.seq = session.applied + 1
+        try:
+            await session.submit(frame, reply)
+        finally:
+            await reply.close()
+        return reply.final()
+
+    async def _run(self, request: HTTPRequest, session: Session, frame: Request) -> Response:
+        return frame_response(await self.apply(request, session, frame), session.id)
 
     async def _body(self, request: HTTPRequest) -> dict[str, Any]:
         raw = await request.body()

@@ -1,8 +1,8 @@
 """What OpenEnv's clients and its ``validate`` command ask of a server besides episodes.
 
 ``/health`` reports the server's real health, ``/schema`` and ``/metadata`` describe the
-environment, and ``/openapi.json`` and ``/mcp`` answer just enough for ``openenv validate``
-to tell the API version and mode.
+environment, and ``/openapi.json`` answers enough for ``openenv validate`` to tell the API
+version and mode. (``/mcp`` is :mod:`openenv_ws.openenv.mcp`.)
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+import anyio
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import Response
 
-from ..protocol import ProtocolViolation, json_value
 from ..registry import EnvSpec
 from ..server.sessions import SessionManager
 from .http import answers_errors, json_response, requested_env
@@ -25,6 +25,7 @@ class ServerInfo:
 
     def __init__(self, manager: SessionManager) -> None:
         self.manager = manager
+        self._metadata: dict[str, Any] = {}  # an adapted env's get_metadata(), asked once
 
     async def health(self, request: HTTPRequest) -> Response:
         """``healthy`` (200), ``degraded`` at capacity (200: no new session now), ``unhealthy`` while draining (503)."""
@@ -37,15 +38,38 @@ class ServerInfo:
     async def schema(self, request: HTTPRequest) -> Response:
         schemas = self.manager.spec(requested_env(request)).schemas
         return json_response(
-            {"action": schemas["action"], "observation": schemas["observation"], "state": schemas["state"]}
+            {
+                "action": schemas["action"],
+                "observation": schemas["observation"],
+                "state": schemas["state"],
+                "reset_observation": schemas["observation"],  # reset answers the same observation type
+            }
         )
 
     @answers_errors
     async def metadata(self, request: HTTPRequest) -> Response:
+        """OpenEnv's ``EnvironmentMetadata``: an adapted environment's own ``get_metadata()``; for ours,
+        its name, its docstring's first paragraph, the README beside it and its ``version`` (if any)."""
         spec = self.manager.spec(requested_env(request))
+        own = getattr(spec.cls, "openenv_metadata", None)
+        if own is not None:
+            found = self._metadata.get(spec.name)
+            if found is None:
+                found = self._metadata[spec.name] = await anyio.to_thread.run_sync(own)
+            return json_response(found)
         doc = inspect.getdoc(spec.cls) or ""
         description = doc.split("\n\n")[0].replace("\n", " ").strip() or f"{spec.name} environment"
-        return json_response({"name": spec.name, "description": description, "readme_content": _readme(spec)})
+        version = getattr(spec.cls, "version", None)
+        return json_response(
+            {
+                "name": spec.name,
+                "description": description,
+                "readme_content": _readme(spec),
+                "version": version if isinstance(version, str) else "1.0.0",
+                "author": None,
+                "documentation_url": None,
+            }
+        )
 
 
 def _readme(spec: EnvSpec, limit: int = 1 << 16) -> str | None:
@@ -65,7 +89,7 @@ OPENAPI_PATHS = {
     "/health": ("get", "Health: healthy, degraded (at capacity) or unhealthy (draining)"),
     "/schema": ("get", "JSON Schemas of action, observation and state"),
     "/metadata": ("get", "Name and description of the environment"),
-    "/mcp": ("post", "JSON-RPC 2.0 (MCP): openenv-ws environments expose no tools"),
+    "/mcp": ("post", "JSON-RPC 2.0 (MCP): openenv/session/create and close, tools/list, tools/call"),
 }
 
 
@@ -77,25 +101,3 @@ async def openapi(request: HTTPRequest) -> Response:
     }
     info = {"title": "openenv-ws: OpenEnv-compatible API", "version": "1.0.0"}
     return json_response({"openapi": "3.1.0", "info": info, "paths": paths})
-
-
-def _rpc_error(code: int, message: str, request_id: Any = None, status: int = 200) -> Response:
-    return json_response({"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": request_id}, status)
-
-
-async def mcp(request: HTTPRequest) -> Response:
-    """JSON-RPC 2.0 as OpenEnv's ``/mcp`` answers it; ``tools/list`` is empty (our envs have no MCP tools).
-
-    A body that is not JSON at all gets HTTP 400 (as MCP's HTTP transport allows); JSON that is
-    no valid request gets its JSON-RPC error with 200, as OpenEnv answers (``openenv validate``
-    posts ``{}`` and wants a 200).
-    """
-    try:
-        body = json_value(await request.body())
-    except ProtocolViolation as exc:
-        return _rpc_error(-32700, f"Parse error: {exc}", status=400)
-    if not isinstance(body, dict) or body.get("jsonrpc") != "2.0" or not isinstance(body.get("method"), str):
-        return _rpc_error(-32600, "Invalid Request", body.get("id") if isinstance(body, dict) else None)
-    if body["method"] == "tools/list":
-        return json_response({"jsonrpc": "2.0", "result": {"tools": []}, "id": body.get("id")})
-    return _rpc_error(-32601, f"Method not found: {body['method']}", body.get("id"))

@@ -13,6 +13,7 @@ from starlette.websockets import WebSocket
 from ..server.sessions import SessionManager
 from . import info
 from .http import HttpSessions
+from .mcp import OpenEnvMCP
 from .ws import serve_socket
 
 
@@ -20,9 +21,10 @@ def openenv_routes(manager: SessionManager) -> list[BaseRoute]:
     """OpenEnv's HTTP and WebSocket routes on ``manager``'s sessions (an ``Extension`` of ``create_app``)."""
     episodes = HttpSessions(manager)
     server = info.ServerInfo(manager)
+    tools = OpenEnvMCP(manager, episodes)
 
     async def socket(websocket: WebSocket) -> None:
-        await serve_socket(manager, websocket)
+        await serve_socket(manager, websocket, tools)
 
     http = [
         ("/reset", episodes.reset, "POST"),
@@ -32,11 +34,12 @@ def openenv_routes(manager: SessionManager) -> list[BaseRoute]:
         ("/health", server.health, "GET"),
         ("/schema", server.schema, "GET"),
         ("/metadata", server.metadata, "GET"),
-        ("/mcp", info.mcp, "POST"),
+        ("/mcp", tools.endpoint, "POST"),
         ("/openapi.json", info.openapi, "GET"),
     ]
     routes: list[BaseRoute] = []
     for prefix in ("", "/envs/{env}"):
         routes += [Route(prefix + path, endpoint, methods=[method]) for path, endpoint, method in http]
         routes.append(WebSocketRoute(prefix + "/ws", socket))
+        routes.append(WebSocketRoute(prefix + "/mcp", tools.socket))
     return routes

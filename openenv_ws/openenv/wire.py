@@ -21,6 +21,7 @@ request frames here, and our server frames become OpenEnv's messages, so the end
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -55,6 +56,10 @@ def result_payload(
     metadata = dict(info or {})
     if truncated:
         metadata["truncated"] = True
+    if isinstance(observation, dict) and "metadata" not in observation:
+        # OpenEnv's observations carry their metadata inside too (most of its env clients read
+        # only ``observation["metadata"]``), as well as beside them.
+        observation = {"metadata": dict(metadata), **observation}  # first, where pydantic's dump puts it
     payload: dict[str, Any] = {"observation": observation, "reward": reward, "done": terminated or truncated}
     if metadata:
         payload["metadata"] = metadata
@@ -153,14 +158,35 @@ def error_data(frame: Error) -> dict[str, Any]:
         data["path"] = frame.path
     if frame.retry_after is not None:
         data["retry_after"] = float(frame.retry_after)  # as frame decoding gives it, even if built from an int
+    if frame.code in _VALIDATION_CODES:
+        data["errors"] = errors_list(frame)
     return data
 
 
+_VALIDATION_CODES = frozenset({ErrorCode.VALIDATION, ErrorCode.BAD_OPTIONS})
+
+
+def errors_list(frame: Error) -> list[dict[str, Any]]:
+    """A validation error as OpenEnv's ``errors`` (pydantic's list: ``loc``, ``msg``, ``type``)."""
+    return [{"type": "value_error", "loc": json_loc(frame.path), "msg": frame.message}]
+
+
+def json_loc(path: str | None) -> list[str | int]:
+    """``$.items[0].x`` as pydantic's location ``["items", 0, "x"]`` (the inverse of :func:`json_path`)."""
+    loc: list[str | int] = []
+    for part in re.findall(r"\.([^.\[]+)|\[(\d+)\]", (path or "$")[1:]):
+        loc.append(part[0] if part[0] else int(part[1]))
+    return loc
+
+
 def error_body(frame: Error) -> dict[str, Any]:
-    """Our error as the body of an HTTP error response (its status: :data:`HTTP_STATUS`)."""
+    """Our error as the body of an HTTP error response (its status: :data:`HTTP_STATUS`); a validation
+    error also has OpenEnv's ``errors`` list."""
     body: dict[str, Any] = {"detail": frame.message, "code": frame.code}
     if frame.path is not None:
         body["path"] = frame.path
+    if frame.code in _VALIDATION_CODES:
+        body["errors"] = errors_list(frame)
     return body
 
 

@@ -8,19 +8,21 @@ the environment.
 
 from __future__ import annotations
 
-import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import anyio
 import anyio.abc
 
 from ..errors import SandboxStartError
+from ..ids import new_session_id
 from ..protocol import SandboxReply, SandboxRequest
 from ..registry import EnvSpec
 from .channel import MAX_FRAME
 from .episode import EventSink
+
+__all__ = ["Backend", "Sandbox", "new_session_id"]
 
 
 class Sandbox(ABC):
@@ -53,8 +55,29 @@ class Sandbox(ABC):
         raise AssertionError("unreachable")
 
 
-def new_session_id() -> str:
-    return "s-" + secrets.token_hex(8)
+START_STAGES = ("slot_wait", "pool_wait", "create", "start", "ready", "unpause", "open", "first_reset")
+"""The stages of a sandbox start, in order: waiting for one of the server's start slots, waiting
+in a warm pool for a container, creating and starting it, its worker connecting, unpausing a
+pooled one, the environment being built in it (``open``), and the session's first reset."""
+POOL_EVENTS = ("hit", "miss", "refill", "discard")
+"""What a warm pool counts: sessions served at once or after a wait, containers started for the
+pool, and pooled containers removed unused (dead at hand-out, aged, or beyond the pool's size)."""
+
+
+class StartTimings(Protocol):
+    """Where a backend reports its start stages and pool events (the server passes its metrics)."""
+
+    def stage(self, stage: str, seconds: float) -> None: ...
+
+    def pool_event(self, env: str, event: str) -> None: ...
+
+
+class _NoTimings:
+    def stage(self, stage: str, seconds: float) -> None:
+        pass
+
+    def pool_event(self, env: str, event: str) -> None:
+        pass
 
 
 class Backend(ABC):
@@ -62,6 +85,13 @@ class Backend(ABC):
 
     #: The largest frame a sandbox's worker may send (set by the server from its config).
     max_frame_bytes: int = MAX_FRAME
+
+    #: The node this backend's server runs on, when it is part of a cluster (set by the session
+    #: manager from ``ServerConfig.node``): the session ids it hands out name it.
+    node: str = ""
+
+    timings: StartTimings = _NoTimings()
+    """Set by the server before :meth:`run`; the default drops every figure."""
 
     @abstractmethod
     async def open(self, spec: EnvSpec, options: dict[str, Any]) -> Sandbox:
@@ -80,6 +110,12 @@ class Backend(ABC):
         Backends with nothing to do in the background keep this default.
         """
         task_status.started()
+
+    def wanted(self, spec: EnvSpec) -> None:
+        """A session of ``spec`` was asked for (called on arrival, before it waits for a start slot).
+
+        A backend with warm pools sizes them by these; the default ignores them.
+        """
 
     async def aclose(self) -> None:
         """Release what the backend shares between sandboxes (pools, clients)."""

@@ -92,7 +92,7 @@ class EpisodeRunner:
     async def _apply(self, frame: SandboxRequest) -> SandboxReply:
         match frame:
             case Step():
-                if self._phase == "new":
+                if self._phase == "new" and not self.env.steps_before_reset:
                     raise EpisodeStateError("step before reset: call reset() first", code=ErrorCode.NO_EPISODE)
                 if self._phase == "ended":
                     raise EpisodeStateError(

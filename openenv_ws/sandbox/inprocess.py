@@ -56,5 +56,5 @@ class InProcessBackend(Backend):
 
     async def open(self, spec: EnvSpec, options: dict[str, Any]) -> Sandbox:
         sandbox = InProcessSandbox(await EpisodeRunner.create(spec.cls, options))
-        sandbox.session_id = new_session_id()
+        sandbox.session_id = new_session_id(self.node)
         return sandbox

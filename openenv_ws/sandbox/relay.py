@@ -21,7 +21,7 @@ from .channel import FrameChannel, FrameTooLarge
 from .episode import EventSink
 
 #: What a read or write on a channel raises when the worker on the other end is gone.
-_GONE = (
+CHANNEL_GONE = (
     anyio.EndOfStream,
     anyio.IncompleteRead,
     anyio.BrokenResourceError,
@@ -89,7 +89,7 @@ class RelaySandbox(Sandbox):
         except TimeoutError:
             await self.close()
             raise SandboxStartError(f"sandbox did not start within {timeout}s", fatal=True) from None
-        except _GONE:
+        except CHANNEL_GONE:
             reason = await self._reason()
             await self.close()
             raise SandboxStartError(reason, fatal=True) from None
@@ -114,7 +114,7 @@ class RelaySandbox(Sandbox):
                     continue
                 self._in_flight = False
                 return reply  # type: ignore[return-value]
-        except _GONE as exc:
+        except CHANNEL_GONE as exc:
             self._in_flight = False
             reason = str(exc) if isinstance(exc, FrameTooLarge) else await self._reason()
             raise SandboxCrashedError(reason, fatal=True) from None
@@ -131,7 +131,7 @@ class RelaySandbox(Sandbox):
                         await self._channel.send(Close())
                         while True:
                             await self._channel.receive()
-                    except _GONE:
+                    except CHANNEL_GONE:
                         pass
                     await self._wait_exited()
             await self._stop()

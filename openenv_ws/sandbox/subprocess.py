@@ -15,6 +15,11 @@ What the worker gets and what it leaves:
 - where the server may (root, a writable cgroup hierarchy), each session also has a cgroup of its
   own (``cgroups.py``), killed whole on close, whatever happened to the worker.
 
+By default a session's worker is forked from its environment's fork-server
+(:mod:`.forkserver`: Python and the environment already imported), which is spawned with the same
+environment; the forked worker gets the same output relay, cgroup and hold on its processes as a
+spawned one. ``forkserver=False`` spawns a fresh interpreter per session instead.
+
 It is not a security boundary: the environment and the agent's code run as the server's uid and
 can read its memory and files. Untrusted code belongs in the Docker backend (``docs/security.md``).
 """
@@ -36,6 +41,7 @@ from ..registry import EnvSpec
 from .base import Backend, Sandbox, new_session_id
 from .cgroups import SessionCgroups
 from .channel import FrameChannel
+from .forkserver import ForkedChild, ForkServer
 from .output import OutputLimits, relay_output
 from .relay import RelaySandbox, exit_reason
 
@@ -50,9 +56,11 @@ OUTPUT_DRAIN = 0.5
 
 
 class SubprocessSandbox(RelaySandbox):
+    """A worker spawned (an ``anyio`` process) or forked (a :class:`ForkedChild`, which behaves as one)."""
+
     def __init__(
         self,
-        process: anyio.abc.Process,
+        process: anyio.abc.Process | ForkedChild,
         channel: FrameChannel,
         cgroups: SessionCgroups | None,
         cgroup: Path | None,
@@ -109,7 +117,8 @@ class SubprocessBackend(Backend):
 
     ``pass_env`` names more of the server's environment variables the worker gets (comma-separated);
     ``log_line_chars`` and ``log_bytes`` bound what a worker's output puts in the server's log;
-    ``cgroups`` (default on) puts each session in a cgroup where the server may make one.
+    ``cgroups`` (default on) puts each session in a cgroup where the server may make one;
+    ``forkserver`` (default on) forks each worker from a per-environment fork-server.
     """
 
     name = "subprocess"
@@ -121,6 +130,7 @@ class SubprocessBackend(Backend):
         log_line_chars: int = OutputLimits.line_chars,
         log_bytes: int = OutputLimits.max_bytes,
         cgroups: bool = True,
+        forkserver: bool = True,
     ) -> None:
         self.start_timeout = start_timeout
         names = pass_env.split(",") if isinstance(pass_env, str) else pass_env
@@ -128,6 +138,8 @@ class SubprocessBackend(Backend):
         self.output_limits = OutputLimits(log_line_chars, log_bytes)
         self.use_cgroups = cgroups
         self.cgroups: SessionCgroups | None = None
+        self.use_forkserver = bool(forkserver)
+        self._forkservers: dict[str, ForkServer] = {}
         self._tg: anyio.abc.TaskGroup | None = None
 
     async def run(
@@ -140,6 +152,9 @@ class SubprocessBackend(Backend):
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                for spec in specs if self.use_forkserver else ():
+                    server = self._forkservers[spec.target] = ForkServer(spec.target, self._spawn)
+                    await tg.start(server.run)
                 task_status.started()
                 await anyio.sleep_forever()
         finally:
@@ -154,25 +169,34 @@ class SubprocessBackend(Backend):
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         return env
 
+    async def _spawn(self, module_args: list[str], pass_fds: tuple[int, ...]) -> anyio.abc.Process:
+        """``python -m <module_args>``: its own session, the allow-listed environment, output to the log."""
+        return await anyio.open_process(
+            [sys.executable, "-m", *module_args],
+            pass_fds=pass_fds,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=self.environ(),
+            start_new_session=True,
+        )
+
     async def open(self, spec: EnvSpec, options: dict[str, Any]) -> Sandbox:
         if self._tg is None:
             raise RuntimeError("the subprocess backend is not running (create_app starts it with the server)")
-        session_id = new_session_id()
+        session_id = new_session_id(self.node)
         cgroup = await anyio.to_thread.run_sync(self.cgroups.create, session_id) if self.cgroups else None
-        argv = [sys.executable, "-m", "openenv_ws.sandbox.worker", "--parent", str(os.getpid())]
+        argv = ["openenv_ws.sandbox.worker", "--parent", str(os.getpid())]
         if cgroup is not None:
             argv += ["--cgroup", str(cgroup)]
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        process: anyio.abc.Process | ForkedChild | None = None
         try:
-            process = await anyio.open_process(
-                [*argv, "--fd", str(child.fileno())],
-                pass_fds=(child.fileno(),),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env=self.environ(),
-                start_new_session=True,
-            )
+            server = self._forkservers.get(spec.target)
+            if server is not None:  # None from fork(): the fork-server is down, a fresh interpreter
+                process = await server.fork(child, cgroup)
+            if process is None:
+                process = await self._spawn([*argv, "--fd", str(child.fileno())], (child.fileno(),))
         except BaseException:
             parent.close()
             if cgroup is not None and self.cgroups is not None:
@@ -188,4 +212,7 @@ class SubprocessBackend(Backend):
         return sandbox
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "cgroups": self.cgroups.kind if self.cgroups else None}
+        described: dict[str, Any] = {"name": self.name, "cgroups": self.cgroups.kind if self.cgroups else None}
+        if self.use_forkserver:
+            described["forkservers"] = {target: fs.describe() for target, fs in self._forkservers.items()}
+        return described

@@ -2,7 +2,8 @@
 
 Started by the subprocess and Docker backends as ``python -m openenv_ws.sandbox.worker``
 with either an inherited socket (``--fd N``) or a Unix socket path to connect to
-(``--connect PATH``). The first frame it receives is an :class:`Open` naming the
+(``--connect PATH``). Until the first :class:`Open` it answers each :class:`Ping` with a
+:class:`Pong` (how a warm pool checks an idle worker). The :class:`Open` names the
 environment's import path and options; it answers :class:`Opened` (or a fatal
 :class:`Error`), then applies requests one at a time until :class:`Close` or until
 the server goes away, and exits.
@@ -31,7 +32,18 @@ import anyio.abc
 
 from ..confine import Confinement, private_paths
 from ..errors import OpenEnvWSError
-from ..protocol import Close, Error, ErrorCode, Frame, Open, Opened, ProtocolViolation, decode_to_sandbox
+from ..protocol import (
+    Close,
+    Error,
+    ErrorCode,
+    Frame,
+    Open,
+    Opened,
+    Ping,
+    Pong,
+    ProtocolViolation,
+    decode_to_sandbox,
+)
 from ..registry import load_target
 from .cgroups import join
 from .channel import FrameChannel
@@ -41,6 +53,9 @@ from .episode import EpisodeRunner
 
 async def _open(channel: FrameChannel) -> EpisodeRunner | None:
     frame = decode_to_sandbox(await channel.receive())
+    while isinstance(frame, Ping):  # a warm pool checks that its idle worker still answers
+        await channel.send(Pong(seq=frame.seq))
+        frame = decode_to_sandbox(await channel.receive())
     if not isinstance(frame, Open) or not frame.env:
         await channel.send(Error(code=ErrorCode.UNEXPECTED_FRAME, message="expected open", fatal=True))
         return None
@@ -168,18 +183,45 @@ async def serve_reconnecting(path: str, grace: float) -> None:
         await link.drop()
 
 
+async def serve_fd(fd: int) -> None:
+    """Serve an inherited, connected stream socket (``--fd``; a fork-server's child)."""
+    await serve(await anyio.abc.SocketStream.from_socket(socket.socket(fileno=fd)))
+
+
+def preload(target: str) -> None:
+    """Import ahead what serving ``target`` will import (a fork-server does, once, for all its children)."""
+    import anyio._backends._asyncio  # noqa: F401  (anyio.run imports it on first use)
+
+    try:
+        load_target(target)
+    except Exception:  # the child reports it on Open, as a spawned worker would
+        pass
+
+
 async def _main(args: argparse.Namespace) -> None:
     if args.reconnect and args.connect:
         await serve_reconnecting(args.connect, args.reconnect)
         return
     if args.fd is not None:
-        stream = await anyio.abc.SocketStream.from_socket(socket.socket(fileno=args.fd))
+        await serve_fd(args.fd)
     else:
-        stream = await anyio.connect_unix(args.connect)
-    await serve(stream)
+        await serve(await anyio.connect_unix(args.connect))
+
+
+UNUSED_IN_A_SANDBOX = ("openenv.core.env_server.web_interface",)
+"""Modules a worker never needs and that its environment's imports would load anyway: OpenEnv's web
+UI (Gradio, several seconds of CPU per process when installed), which ``openenv.core.env_server``
+imports when it can and does without when it cannot. A sandbox serves no web UI."""
+
+
+def skip_unused_imports() -> None:
+    """Make :data:`UNUSED_IN_A_SANDBOX` fail to import (as if absent), before the environment is loaded."""
+    for name in UNUSED_IN_A_SANDBOX:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> None:
+    skip_unused_imports()
     parser = argparse.ArgumentParser(prog="openenv_ws.sandbox.worker")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--fd", type=int, help="an inherited, connected stream socket")

@@ -16,6 +16,11 @@ class ServerConfig:
     """Sessions held at once (detached ones count); beyond it opens get a capacity error."""
     idle_timeout: float = 300.0
     """A session with no request for this long is closed."""
+    openenv_ws_idle_timeout: float | None = None
+    """OpenEnv's ``/ws`` sessions: None (default) closes them after ``idle_timeout`` like ours, and
+    keeps the socket open so that the client's next request is told its episode is gone (OpenEnv's
+    client would otherwise reconnect silently into a new session); 0 never closes them while their
+    socket is open (OpenEnv's own behaviour: no idle timeout); a number, that many seconds."""
     resume_grace: float = 60.0
     """A session whose connection dropped waits this long for the client to resume."""
     max_frame_bytes: int = 1 << 20
@@ -76,6 +81,14 @@ class ServerConfig:
     """With ``state_dir``: seconds a sandbox whose server is gone waits for the next one (Docker), then ends."""
     drain_timeout: float = 30.0
     """On shutdown, how long in-flight requests may take to finish."""
+    drain_sessions: float = 0.0
+    """On shutdown, how long open sessions may go on (new ones are refused) before they are handed back.
+
+    Episodes that end within it are not cut; ``/healthz`` says ``draining`` meanwhile, so clients
+    of a cluster place new sessions elsewhere. A rolling update sets it (docs/swarm.md)."""
+    node: str | None = None
+    """The cluster node this server runs on: session ids name it, and resumes of ids naming
+    another node are refused with the owner's name. None outside a cluster."""
     retry_after: float = 1.0
     """What a capacity error suggests as the wait before trying again."""
     reap_interval: float = 1.0

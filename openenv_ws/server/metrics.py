@@ -13,7 +13,7 @@ import os
 import resource
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 START_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+POOL_COUNTERS = {"hit": "hits", "miss": "misses", "refill": "refills", "discard": "discarded"}
+"""Warm pool events (``openenv_ws.sandbox.base.POOL_EVENTS``) and the counter each one adds to."""
 
 _KIND: dict[type, str] = {
     Reset: "reset",
@@ -50,14 +53,16 @@ class Histogram:
         self.sum += value
         self.count += 1
 
-    def samples(self, name: str) -> Iterator[str]:
+    def samples(self, name: str, labels: str = "") -> Iterator[str]:
+        """``labels``: ``key="value",`` pairs (with the trailing comma) put before ``le``."""
         cumulative = 0
         for bound, count in zip(self.bounds, self.counts, strict=False):
             cumulative += count
-            yield f'{name}_bucket{{le="{bound:g}"}} {cumulative}'
-        yield f'{name}_bucket{{le="+Inf"}} {self.count}'
-        yield f"{name}_sum {self.sum:.6f}"
-        yield f"{name}_count {self.count}"
+            yield f'{name}_bucket{{{labels}le="{bound:g}"}} {cumulative}'
+        yield f'{name}_bucket{{{labels}le="+Inf"}} {self.count}'
+        own = "{" + labels.rstrip(",") + "}" if labels else ""
+        yield f"{name}_sum{own} {self.sum:.6f}"
+        yield f"{name}_count{own} {self.count}"
 
 
 @dataclass(slots=True)
@@ -73,6 +78,11 @@ class ServerSnapshot:
     watchers: int = 0
     watch_dropped: int = 0
     """Frames dropped for the watchers alive now (those gone are counted in the metrics)."""
+
+
+ExtraMetric = tuple[str, str, str, "float | list[tuple[dict[str, str], float]]"]
+"""``(name, kind, help, value)`` from an extension: one number, or ``(labels, number)`` samples;
+exposed as ``openenv_ws_<name>``."""
 
 
 class Metrics:
@@ -93,11 +103,17 @@ class Metrics:
         self.sandbox_starts = 0
         self.sandbox_start_failures = 0
         self.sandbox_start_seconds = Histogram(START_BUCKETS)
+        self.stage_seconds: dict[str, Histogram] = {}
+        """Seconds of each stage of a sandbox start (``openenv_ws.sandbox.base.START_STAGES``)."""
+        self.pool_events: dict[tuple[str, str], int] = {}
+        """(env, event) -> count, for the warm pools."""
         self.sandbox_crashes = 0
         self.watch_dropped = 0
         self.auth_failures = 0
         self.connections = {"session": 0, "mux": 0}
         self.access_denials = 0
+        self.sources: list[Callable[[], Iterable[ExtraMetric]]] = []
+        """Metrics of extensions (e.g. the cluster view), read when scraped."""
 
     def applied(self, frame: Request, reply: Any, seconds: float) -> None:
         """One request answered (called on the step path)."""
@@ -121,6 +137,16 @@ class Metrics:
 
     def sandbox_start_failed(self) -> None:
         self.sandbox_start_failures += 1
+
+    def stage(self, stage: str, seconds: float) -> None:
+        """One stage of a sandbox start took ``seconds`` (the backend's ``StartTimings``)."""
+        histogram = self.stage_seconds.get(stage)
+        if histogram is None:
+            histogram = self.stage_seconds[stage] = Histogram(STAGE_BUCKETS)
+        histogram.observe(seconds)
+
+    def pool_event(self, env: str, event: str) -> None:
+        self.pool_events[env, event] = self.pool_events.get((env, event), 0) + 1
 
     def session_opened(self) -> None:
         self.sessions_opened += 1
@@ -197,7 +223,19 @@ class Metrics:
             "From asking for a sandbox to its env being ready.",
             self.sandbox_start_seconds,
         )
+        name = "openenv_ws_sandbox_start_stage_seconds"
+        yield f"# HELP {name} Each stage of a sandbox start (openenv_ws.sandbox.base.START_STAGES)."
+        yield f"# TYPE {name} histogram"
+        for stage, histogram in sorted(self.stage_seconds.items()):
+            yield from histogram.samples(name, f'stage="{stage}",')
+        for event, counter in POOL_COUNTERS.items():
+            samples = [(_labels(env=env), n) for (env, kind), n in sorted(self.pool_events.items()) if kind == event]
+            yield from _metric(f"openenv_ws_pool_{counter}_total", "counter", f"Warm pool {event} events.", samples)
         yield from _backend_lines(snapshot.backend)
+        for source in self.sources:
+            for name, kind, help_text, value in source():
+                samples = value if isinstance(value, int | float) else [(_labels(**k), v) for k, v in value]
+                yield from _metric("openenv_ws_" + name, kind, help_text, samples)
         yield from _process_lines(self.started)
 
 
@@ -216,6 +254,12 @@ class NullMetrics(Metrics):
         pass
 
     def sandbox_start_failed(self) -> None:
+        pass
+
+    def stage(self, stage: str, seconds: float) -> None:
+        pass
+
+    def pool_event(self, env: str, event: str) -> None:
         pass
 
     def session_opened(self) -> None:

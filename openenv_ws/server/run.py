@@ -24,7 +24,8 @@ log = logging.getLogger("openenv_ws.server")
 
 
 class DrainingServer(uvicorn.Server):
-    """On SIGTERM/SIGINT: stop listening, drain sessions (closed frames sent), then let uvicorn finish."""
+    """On SIGTERM/SIGINT: refuse new sessions and let open ones end (``drain_sessions``), stop
+    listening, drain the rest (closed frames sent), then let uvicorn finish."""
 
     def __init__(self, config: uvicorn.Config, manager: SessionManager) -> None:
         super().__init__(config)
@@ -52,6 +53,8 @@ class DrainingServer(uvicorn.Server):
             log.info("web console: %s%s", console_url(self.config.host, port), locked)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Still listening while sessions wind down: /healthz says "draining", resumes work.
+        await self.manager.wind_down(lambda: self.force_exit)
         for server in self.servers:
             server.close()
         await self.manager.drain()
@@ -86,7 +89,7 @@ def uvicorn_config(
         backlog=4096,
         log_level=log_level,
         log_config=log_config,
-        timeout_graceful_shutdown=app.state.config.drain_timeout + 5,
+        timeout_graceful_shutdown=app.state.config.drain_timeout + 5,  # after wind_down's drain_sessions
         lifespan="on",
     )
 

@@ -34,6 +34,7 @@ from ..errors import (
     UnknownEnvError,
 )
 from ..fields import FieldFilter
+from ..ids import node_label, node_of
 from ..protocol import (
     NIL,
     PROTOCOL_VERSION,
@@ -166,7 +167,10 @@ class Session:
         self.tap: SessionTap | None = None  # recording and live watchers; None while nothing listens
         self.deadline = context.step_timeout or spec.cls.step_timeout or DEFAULT_STEP_TIMEOUT
         """Seconds a request may run; the reaper stops the sandbox past it."""
+        self.idle_timeout: float | None = None
+        """Seconds without a request before the session is closed; None: the server's ``idle_timeout``."""
         self.owner: str | None = None  # the client that opened it (server/access.py): a token's name, or an IP
+        self._first_reset = True  # its duration is the last stage of the sandbox's start (metrics)
         self._schemas = schemas
         self._watch_scope: anyio.CancelScope | None = None
         self._deadline_hit = False
@@ -231,7 +235,8 @@ class Session:
             applied=self.state.applied,
             steps=self.state.steps,
             replies={seq: (b"", e.frames[-1][1]) for seq, e in cache.items() if e.done and e.frames},
-            history=[(encode(e.request), encode(e.reply)) for e in history.entries],
+            # ``history._log``: its (request, reply) tuples (``entries`` builds an Entry for each)
+            history=[(encode(request), encode(reply)) for request, reply in history._log],
             history_dropped=history.dropped,
             history_steps=history.steps,
             history_started=history.started,
@@ -350,7 +355,11 @@ class Session:
         except Exception as exc:
             log.exception("session %s: request %s failed", self.id, seq)
             reply = Error(seq=seq, code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}", fatal=True)
-        context.metrics.applied(frame, reply, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        context.metrics.applied(frame, reply, elapsed)
+        if self._first_reset and type(frame) is Reset:
+            self._first_reset = False
+            context.metrics.stage("first_reset", elapsed)
         data = encode(reply)
         kind = type(frame)
         if kind is Step:
@@ -467,10 +476,12 @@ class SessionManager:
         if config.state_dir:
             backend.adopt_grace = config.adopt_grace  # its sandboxes wait this long for the next server
         self.config = config
+        backend.node = config.node or ""  # the ids it hands out name this node
         self.sessions: dict[str, Session] = {}
         self.draining = False
         self.opening = 0
         self.metrics: Metrics = Metrics() if config.metrics else NullMetrics()
+        backend.timings = self.metrics  # the backend's start stages and pool events go to /metrics
         self.journal = (
             Journal(config.state_dir, reply_cache=config.reply_cache, max_history_bytes=config.max_history_bytes)
             if config.state_dir
@@ -514,6 +525,7 @@ class SessionManager:
         self._tg: anyio.abc.TaskGroup | None = None
         self._starting: anyio.Semaphore | None = None
         self._drained = anyio.Event()
+        self._draining_started = False
 
     # ------------------------------------------------------------ lifetime
 
@@ -541,7 +553,10 @@ class SessionManager:
         for session in list(self.sessions.values()):
             state = session.state
             expiry = state.expiry(
-                now, resume_grace=cfg.resume_grace, idle_timeout=cfg.idle_timeout, deadline=session.deadline
+                now,
+                resume_grace=cfg.resume_grace,
+                idle_timeout=cfg.idle_timeout if session.idle_timeout is None else session.idle_timeout,
+                deadline=session.deadline,
             )
             if expiry is None:
                 if state.running_for(now) > cfg.reap_interval and session.sink is not None:
@@ -552,11 +567,26 @@ class SessionManager:
             else:
                 self.spawn(session.close, expiry.reason, expiry.notify, expiry.code)
 
+    async def wind_down(self, stop: Callable[[], bool] = lambda: False) -> None:
+        """The first step of a graceful shutdown: refuse new sessions (``/healthz`` says ``draining``)
+        and let open ones go on and end by themselves, for up to ``config.drain_sessions`` seconds
+        or until ``stop()`` says to stop waiting. Resumes are still accepted meanwhile."""
+        self.draining = True
+        if self.config.drain_sessions <= 0 or not self.sessions:
+            return
+        log.info("draining: %d sessions may go on for up to %ss", len(self.sessions), self.config.drain_sessions)
+        with anyio.move_on_after(self.config.drain_sessions):
+            while self.sessions and not stop():
+                await anyio.sleep(0.05)
+        if self.sessions:
+            log.info("draining: handing back %d sessions", len(self.sessions))
+
     async def drain(self) -> None:
         """Graceful shutdown: refuse new sessions, let in-flight requests finish, close all."""
-        if self.draining:
+        if self._draining_started:
             await self._drained.wait()
             return
+        self._draining_started = True
         self.draining = True
         log.info("draining %d sessions", len(self.sessions))
         with anyio.move_on_after(self.config.drain_timeout):
@@ -724,6 +754,8 @@ class SessionManager:
                 code=ErrorCode.UNSUPPORTED_VERSION,
                 fatal=True,
             )
+        if frame.session_id:  # a resume, accepted while draining too
+            return self._resume(frame, sink)
         if self.draining:
             raise CapacityError(
                 "server is shutting down",
@@ -731,8 +763,6 @@ class SessionManager:
                 retry_after=self.config.retry_after,
                 fatal=True,
             )
-        if frame.session_id:
-            return self._resume(frame, sink)
         if frame.open_key:
             known = self._by_open_key.get(frame.open_key)
             if known is not None:
@@ -798,6 +828,7 @@ class SessionManager:
                 retry_after=self.config.retry_after,
                 fatal=True,
             )
+        self.backend.wanted(spec)  # on arrival, before the start slot: how big a wave is
         self.opening += 1
         try:
             sandbox = await self._start_sandbox(spec, options)
@@ -839,6 +870,7 @@ class SessionManager:
 
     async def _start_sandbox(self, spec: EnvSpec, options: dict[str, Any]) -> Sandbox:
         assert self._starting is not None
+        waiting = time.perf_counter()
         try:
             with anyio.fail_after(self.config.start_wait):
                 await self._starting.acquire()
@@ -849,6 +881,7 @@ class SessionManager:
                 fatal=True,
             ) from None
         started = time.perf_counter()
+        self.metrics.stage("slot_wait", started - waiting)
         try:
             sandbox = await self.backend.open(spec, options)
         except Exception:
@@ -860,6 +893,13 @@ class SessionManager:
         return sandbox
 
     def _resume(self, frame: Open, sink: FrameSink) -> Session:
+        owner = node_of(frame.session_id or "")
+        here = node_label(self.config.node or "")
+        if owner is not None and here and owner != here:
+            raise SessionLostError(
+                f"session {frame.session_id!r} is held by node {owner}, not {here}: resume it there",
+                fatal=True,
+            )
         session = self.sessions.get(frame.session_id or "")
         given = frame.resume_token or ""
         if session is None or not session.holds_token(given):
@@ -884,6 +924,7 @@ class SessionManager:
         held = len(self.sessions)
         return {
             "status": "draining" if self.draining else "ok",
+            **({"node": self.config.node} if self.config.node else {}),
             "backend": self.backend.describe(),
             "envs": list(self.specs),
             "sessions": held,

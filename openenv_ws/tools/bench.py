@@ -3,14 +3,19 @@
 Starts ``openenv-ws serve echo`` itself (or uses ``--url``), then runs:
 
   a. one session, N steps: round-trip p50/p99 and steps/s;
-  b. a grid of concurrent sessions x steps: success rate, step latency p50/p99/p999,
-     aggregate steps/s, server RSS and RSS per session.
+  b. a grid of concurrent sessions x steps: success rate, the time until every session
+     answered its first reset, step latency p50/p99/p999, aggregate steps/s, server RSS and
+     RSS per session;
+  c. with ``--waves W``: W waves of ``--wave-size`` sessions opened at once, ``--wave-pause``
+     seconds apart (per wave: time until all answered, warm pool hit rate, host memory);
+  then the stages of every sandbox start, from the server's /metrics (subprocess, docker).
 
 Prints a Markdown summary and writes everything as JSON (``--json``). Every loop is
 bounded by count and by ``--deadline`` seconds.
 
     openenv-ws bench                             # in-process echo, default grid
     openenv-ws bench --sandbox subprocess --grid 10,100
+    openenv-ws bench --sandbox docker --image openenv-ws/echo:0.1.0 --single-steps 0 --grid 50 --waves 5 --wave-size 64
     python scripts/bench.py ...                  # the same
 """
 
@@ -35,8 +40,10 @@ import anyio
 
 from ..client.mux import multiplex as open_multiplexer
 from ..client.session import connect
+from ..sandbox.base import START_STAGES
 from ..server.local import free_port
 from ..tuning import tune_gc
+from .waves import stages_markdown, start_stages, waves
 
 LOOP = {"backend": "asyncio", "backend_options": {"use_uvloop": importlib.util.find_spec("uvloop") is not None}}
 
@@ -183,6 +190,7 @@ async def concurrent(
         "steps_done": len(latencies),
         "agg_steps_per_s": round(len(latencies) / stepping, 1),
         "stepping_s": round(stepping, 2),
+        "all_open_s": round(window["start"] - started, 2) if window["start"] else None,
         "wall_s": round(elapsed, 2),
         "p50_ms": round(percentile(latencies, 0.50) * 1e3, 2),
         "p99_ms": round(percentile(latencies, 0.99) * 1e3, 2),
@@ -213,9 +221,9 @@ def markdown(report: dict) -> str:
         ]
     if report.get("grid"):
         lines += [
-            "| sessions x steps | mux | success | connections | agg steps/s | p50 | p99 | p999 | session p99 "
-            "| server RSS (idle -> loaded) | per session |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| sessions x steps | mux | success | all open | connections | agg steps/s | p50 | p99 | p999 "
+            "| session p99 | server RSS (idle -> loaded) | per session |",
+            "|---" * 12 + "|",
         ]
         for g in report["grid"]:
             connections = g.get("connections")
@@ -226,19 +234,46 @@ def markdown(report: dict) -> str:
             )
             lines.append(
                 f"| {g['sessions']} x {g['steps_each']} | {g['multiplex'] or '-'} | {g['success_rate'] * 100:.2f}% "
-                f"| {connections if connections is not None else '-'} | {g['agg_steps_per_s']} "
+                f"| {g['all_open_s']} s | {connections if connections is not None else '-'} | {g['agg_steps_per_s']} "
                 f"| {g['p50_ms']} ms | {g['p99_ms']} ms | {g['p999_ms']} ms "
                 f"| {g['session_p99_s']} s "
                 f"| {report['idle_rss_mib']} -> {g['server_rss_mib']} MiB | {per} |"
             )
+    if report.get("waves"):
+        lines += [
+            "",
+            "| wave | sessions | answered | all answered | median | pool ready (memory) | hit rate "
+            "| host memory used |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for w in report["waves"]:
+            lines.append(
+                f"| {w['wave']} | {w['sessions']} | {w['answered']} | {w['all_answered_s']} s "
+                f"| {w['median_answered_s']} s | {w['pool_ready_before']} ({w['pool_memory_before_mib']} MiB) "
+                f"| {w['pool_hit_rate']} | {w['host_mem_used_mib']} MiB |"
+            )
+    if report.get("stages"):
+        lines += [
+            "",
+            "Sandbox start stages (server /metrics, whole run):",
+            "",
+            stages_markdown(report["stages"], START_STAGES),
+        ]
     return "\n".join(lines) + "\n"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="benchmark this server instead of starting one")
     parser.add_argument(
-        "--sandbox", default="inprocess", choices=["inprocess", "subprocess"], help="backend of the server started"
+        "--sandbox",
+        default="inprocess",
+        choices=["inprocess", "subprocess", "docker"],
+        help="backend of the server started",
     )
+    parser.add_argument("--image", help="docker: the sandbox image holding the echo env (serve --image)")
+    parser.add_argument("--waves", type=int, default=0, help="waves of sessions opened at once (0: none)")
+    parser.add_argument("--wave-size", type=int, default=64, help="sessions per wave")
+    parser.add_argument("--wave-pause", type=float, default=20.0, help="seconds between waves")
     parser.add_argument("--single-steps", type=int, default=2000, help="steps of the one-session run (0: skip it)")
     parser.add_argument("--grid", default="10,100,1000", help="comma-separated session counts")
     parser.add_argument("--steps", type=int, default=20, help="steps of each session in the grid")
@@ -267,6 +302,7 @@ def run(args: argparse.Namespace) -> int:
         url = f"ws://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "openenv_ws", "serve", "echo", "--port", str(port)]
         cmd += ["--sandbox", args.sandbox, "--max-sessions", "20000", "--log-level", "warning", *args.server_arg]
+        cmd += ["--image", args.image] if args.image else []
         server = subprocess.Popen(cmd)
     http = url.replace("ws://", "http://")
     for _ in range(300):
@@ -298,6 +334,11 @@ def run(args: argparse.Namespace) -> int:
             result["connections"] = after - accepted if accepted is not None and after is not None else None
             report["grid"].append(result)
             print("grid:", result, flush=True)
+        if args.waves:
+            report["waves"] = anyio.run(
+                waves, url, args.waves, args.wave_size, args.wave_pause, args.deadline, "echo", print, **LOOP
+            )
+        report["stages"] = start_stages(http) if report["sandbox"] != "inprocess" else {}
     finally:
         if server:
             server.send_signal(signal.SIGTERM)
@@ -307,7 +348,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
-    failed = any(g["success_rate"] < 1 for g in report["grid"])
+    failed = any(g["success_rate"] < 1 for g in report["grid"]) or any(
+        w["answered"] < w["sessions"] for w in report.get("waves", [])
+    )
     return 1 if failed else 0
 
 

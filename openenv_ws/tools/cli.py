@@ -12,7 +12,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from ..client.transport import TOKEN_ENV
 from ..registry import builtin_envs
 from ..sandbox import BACKENDS
+from ..units import parse_size
 
 TOKEN_HELP = f"bearer token of a server run with --token (default: ${TOKEN_ENV})"
 TOKEN_FILE_ENV = "OPENENV_WS_TOKEN_FILE"
@@ -32,9 +32,23 @@ def _serve(args: argparse.Namespace) -> int:
     from ..server import ServerConfig, create_app
     from ..server.run import serve
 
+    settings = _serve_settings(args)  # --record, --token(-file), --no-metrics; sets up --log-format
+    from ..openenv.server import openenv_routes
+
+    extensions = [openenv_routes]
+    node = args.node
+    if args.cluster:
+        from ..server.cluster import ClusterSettings, cluster_routes
+        from ..server.node import identify
+
+        identity = identify(args.host, args.port, node=args.node, advertise=args.advertise)
+        node = identity.name
+        cluster = ClusterSettings(args.cluster, identity.url, port=args.port, refresh=args.cluster_refresh)
+        extensions.append(cluster_routes(cluster))
     config = ServerConfig(
         max_sessions=args.max_sessions,
         idle_timeout=args.idle_timeout,
+        openenv_ws_idle_timeout=args.openenv_ws_idle_timeout,
         resume_grace=args.resume_grace,
         max_frame_bytes=args.max_frame_bytes,
         step_timeout=args.step_timeout,
@@ -43,24 +57,20 @@ def _serve(args: argparse.Namespace) -> int:
         handoff=args.handoff,
         adopt_grace=args.adopt_grace,
         **{name: getattr(args, name) for name in _BOUNDS},
-        **_serve_settings(args),  # --record, --token(-file), --no-metrics; sets up --log-format
+        node=node,
+        **settings,
     )
-    from ..openenv.server import openenv_routes
-
-    app = create_app(args.env, backend=_backend(args), config=config, extensions=[openenv_routes])
+    app = create_app(args.env, backend=_backend(args), config=config, extensions=extensions)
     serve(app, args.host, args.port, log_level=args.log_level, ws=args.ws, log_config=None)
     return 0
 
 
-_SIZE = re.compile(r"(\d+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
-
-
 def _size(text: str) -> int:
     """Bytes: ``1048576``, or with a binary unit, ``512K``, ``1M``, ``10G`` (also ``10GiB``)."""
-    match = _SIZE.fullmatch(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected a size such as 1048576, 512K, 1M or 10G, got {text!r}")
-    return int(match[1]) << (10 * " kmgt".index(match[2].lower() or " "))
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 _BOUNDS = {
@@ -82,6 +92,7 @@ _BOUNDS = {
         ("max_sessions_per_client", int, "sessions one client (a token's name, or an IP) holds; None: no cap"),
         ("max_watchers", int, "live watchers of one session"),
         ("record_max_bytes", _size, "disk the recordings of --record may use, e.g. 10G (0: no bound)"),
+        ("drain_sessions", float, "on shutdown, seconds open sessions may go on and end, new ones refused"),
     ]
 }
 """ServerConfig fields that ``serve`` takes as ``--kebab-case`` options with the config's defaults."""
@@ -308,7 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["inprocess", "subprocess", "docker"],
         help="where each session's env runs (default: subprocess, one child process per session)",
     )
-    serve.add_argument("--pool", type=int, default=0, help="docker: started containers kept warm per env")
+    serve.add_argument(
+        "--pool", type=int, default=0, help="docker: the floor of each env's warm pool, which grows with demand"
+    )
     serve.add_argument("--image", default=None, help="docker: run every env in this image (default: each env's)")
     serve.add_argument(
         "--backend-option",
@@ -321,6 +334,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-sessions", type=int, default=1024, help="sessions held at once (default 1024)")
     serve.add_argument("--idle-timeout", type=float, default=300.0, help="close sessions idle this long (s)")
+    serve.add_argument(
+        "--openenv-ws-idle-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="OpenEnv compatibility: idle timeout of OpenEnv's /ws sessions; 0: none, as in OpenEnv"
+        " (default: --idle-timeout, and the client's next request is told its episode is gone)",
+    )
     serve.add_argument("--resume-grace", type=float, default=60.0, help="keep a dropped session resumable (s)")
     serve.add_argument("--max-frame-bytes", type=int, default=1 << 20, help="largest accepted frame (bytes)")
     serve.add_argument("--step-timeout", type=float, default=None, help="deadline of one reset/step (s)")
@@ -376,6 +397,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tooling.add_argument(
         "--log-format", choices=["text", "json"], default="text", help="json: one JSON object per log line"
+    )
+    cluster = serve.add_argument_group("cluster (docs/swarm.md)")
+    cluster.add_argument(
+        "--cluster",
+        metavar="PEERS",
+        help="serve as a node of a cluster whose servers PEERS names: a DNS name resolving to every one of them "
+        "(Swarm: tasks.<service>) or host[:port],... ; answers GET /v1/cluster",
+    )
+    cluster.add_argument(
+        "--node", help="this node's name, carried by session ids (default: $OPENENV_WS_NODE, else the engine's)"
+    )
+    cluster.add_argument(
+        "--advertise",
+        metavar="URL",
+        help="ws://host:port clients reach this server at (default: $OPENENV_WS_ADVERTISE, else asked from the engine)",
+    )
+    cluster.add_argument(
+        "--cluster-refresh", type=float, default=2.0, help="seconds between two rounds of asking the peers"
     )
     serve.set_defaults(run=_serve)
 

@@ -89,6 +89,12 @@ def _parent(pid: int) -> int | None:
         return None
 
 
+def forkservers(server) -> set[int]:
+    """The subprocess backend's fork-servers: they live as long as the server, not as a session."""
+    described = server.health()["backend"].get("forkservers") or {}
+    return {fs["pid"] for fs in described.values() if fs.get("pid")}
+
+
 def descendants(pid: int) -> set[int]:
     """Every live process below ``pid``: its children, theirs, and so on."""
     children: dict[int, list[int]] = {}

@@ -18,7 +18,7 @@ import pytest
 from openenv_ws import SandboxCrashedError, SessionLostError, connect
 from openenv_ws.client import EnvSession
 
-from .probes import alive, descendants, describe, left_after, neighbour, peak_rss
+from .probes import alive, descendants, describe, forkservers, left_after, neighbour, peak_rss
 
 pytest_plugins = ["tests.docker_fixtures"]
 
@@ -60,7 +60,8 @@ async def test_kill_9_of_a_worker_fails_only_its_session(start_server):
         assert await left_after([idle_pid, busy_pid], timeout=5) == []
         await other.steps_on()
     assert rss.growth_mib < 30
-    assert await left_after(descendants(srv.proc.pid), timeout=5) == []  # every session closed: no worker
+    workers = descendants(srv.proc.pid) - forkservers(srv)
+    assert await left_after(workers, timeout=5) == []  # every session closed: no worker
     assert srv.health()["sessions"] == 0
 
 
@@ -127,7 +128,9 @@ async def test_kill_9_of_a_worker_leaves_no_process_of_its_agent(start_server):
             await tg.start(_hold, srv.url, "shell", BACKGROUND_JOB, BUSY_COMMAND)
             await anyio.sleep(0.5)  # the command runs
             tree = descendants(srv.proc.pid) - neighbours  # the worker, bash, the job, the command
-            [worker] = [pid for pid in tree if "openenv_ws.sandbox.worker" in " ".join(describe([pid]))]
+            # a worker: spawned (sandbox.worker) or forked from a fork-server (its command line is the fork-server's)
+            kinds = ("openenv_ws.sandbox.worker", "openenv_ws.sandbox.forkserver")
+            [worker] = [pid for pid in tree if any(kind in " ".join(describe([pid])) for kind in kinds)]
             os.kill(worker, signal.SIGKILL)  # the session ends with sandbox_crashed (checked by _hold)
             await other.steps_on()
         left = await left_after(tree, timeout=5)
@@ -146,8 +149,8 @@ async def test_kill_9_of_the_server_leaves_no_worker_or_agent_process(start_serv
             await tg.start(_hold, srv.url, "shell", BACKGROUND_JOB, None)  # bash and its job, idle
             await tg.start(_hold, srv.url, "shell", BACKGROUND_JOB, BUSY_COMMAND)  # the same, mid-step
             await anyio.sleep(0.5)  # the last steps run
-            tree = descendants(srv.proc.pid)  # 4 workers, 2 bash, 2 jobs, 1 command
-            assert len(tree) == 9, describe(tree)
+            tree = descendants(srv.proc.pid)  # 4 workers, 2 bash, 2 jobs, 1 command; the fork-servers
+            assert len(tree - forkservers(srv)) == 9, describe(tree)
             srv.proc.kill()
             await anyio.to_thread.run_sync(srv.proc.wait)
             left = await left_after(tree, timeout=5)

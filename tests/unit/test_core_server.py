@@ -305,3 +305,13 @@ def test_a_request_not_yet_picked_up_is_not_past_its_deadline(clock):
     state.receive(step(1), clock())  # accepted; its worker has not run yet
     assert state.running_for(clock()) == 0.0
     assert state.expiry(clock(), resume_grace=60.0, idle_timeout=300.0, deadline=600.0) is None
+
+
+def test_a_request_not_yet_picked_up_is_within_its_deadline(clock):
+    """A multiplexed request is applied in a task of its own: until that task runs, the session is
+    busy, and the reaper must time the request from its arrival (it once saw it 'running' since 0)."""
+    state = SessionState(Limits(), clock(10_000.0))
+    assert state.receive(step(1), clock()) == Apply(True)
+    limits = {"resume_grace": 60.0, "idle_timeout": 300.0, "deadline": 600.0}
+    assert state.expiry(clock(1.0), **limits) is None
+    assert state.expiry(clock(600.0), **limits).deadline  # past the deadline, even not picked up

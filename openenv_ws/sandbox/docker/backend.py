@@ -29,14 +29,28 @@ import docker.errors
 
 from ...errors import SandboxStartError
 from ...registry import EnvSpec
+from ...units import parse_size
 from ..base import Backend, Sandbox, new_session_id
 from ..relay import RelaySandbox
 from . import reaper
 from .adopt import reattach
-from .containers import IPC_ROOT, LOG_MAX_SIZE, Container, DockerOps, Runtime, exit_reason, launch, remove_dir
+from .containers import (
+    FAST_RUNTIME,
+    IPC_ROOT,
+    LOG_MAX_SIZE,
+    Container,
+    DockerOps,
+    Runtime,
+    exit_reason,
+    launch,
+    ping,
+    remove_dir,
+)
 from .exits import ExitMonitor
 from .images import build_command, image_for
-from .pool import WarmPool
+from .memory import MemoryBudget, container_memory
+from .pool import PoolSettings, WarmPool
+from .slots import StartSlots
 
 log = logging.getLogger("openenv_ws.sandbox.docker")
 
@@ -70,7 +84,7 @@ class DockerSandbox(RelaySandbox):
         return self.container.exited
 
     async def _stop(self) -> None:
-        await self._backend._discard(self.container)
+        await self._backend.discard(self.container)
 
     async def wait_exit(self) -> str:
         await self.container.watch.exited.wait()
@@ -83,12 +97,16 @@ class DockerSandbox(RelaySandbox):
 class DockerBackend(Backend):
     """Sandboxes in Docker containers.
 
-    ``image`` overrides every env's image; ``pool`` containers per environment are kept
-    started and connected; at most ``max_starting`` containers start at once (pool refills
-    included) and an open waits at most ``start_timeout`` for one; ``lease_s`` is how long
-    a container may live when its server cannot be checked (another host). ``runtime`` is the
-    OCI runtime of every container (any runtime dockerd knows, e.g. ``runsc`` for gVisor; default:
-    the engine's), ``log_max_size`` the most of a container's output the engine keeps.
+    ``image`` overrides every env's image. Each env has a warm pool of started, paused
+    containers, sized by recent demand between ``pool`` (its floor) and ``pool_max``, within
+    ``pool_memory`` for all pools together (``pool_demand=False``: always ``pool``). At most
+    ``max_starting`` containers start at once (pool refills included, sessions first) and an
+    open waits at most ``start_timeout`` for one; ``lease_s`` is how long a container may live
+    when its server cannot be checked (another host). ``runtime`` is the OCI runtime of every
+    container (any runtime dockerd knows, e.g. ``runsc`` for gVisor); "auto" (the default) leaves
+    each env its own (``SandboxSettings.runtime``) and gives the others crun where the engine has
+    it, "default" the engine's default; ``log_max_size`` is the most of a container's output the
+    engine keeps.
     """
 
     name = "docker"
@@ -100,6 +118,13 @@ class DockerBackend(Backend):
         max_starting: int = 4,
         lease_s: float = 86400.0,
         *,
+        pool_demand: bool = True,
+        pool_max: int = 256,
+        pool_memory: str | int = "4g",
+        pool_window: float = 600.0,
+        pool_span: float = 10.0,
+        pool_running: int = 2,
+        health_timeout: float = 2.0,
         start_timeout: float = 60.0,
         ready_timeout: float = 30.0,
         open_timeout: float = 30.0,
@@ -109,11 +134,23 @@ class DockerBackend(Backend):
         runtime: str | None = None,
         log_max_size: str = LOG_MAX_SIZE,
     ) -> None:
-        if pool < 0 or max_starting < 1:
-            raise ValueError("pool must be >= 0 and max_starting >= 1")
-        self.runtime = Runtime(runtime or None, log_max_size)
+        if pool < 0 or max_starting < 1 or pool_max < 0 or pool_running < 0:
+            raise ValueError("pool, pool_max and pool_running must be >= 0 and max_starting >= 1")
+        forced = None if runtime in (None, "", "auto", "default") else runtime
+        self.runtime = Runtime(forced, log_max_size)
+        self.runtime_option = runtime or "auto"
         self.image = image
-        self.pool_size = pool
+        self.pool_settings = PoolSettings(
+            floor=pool,
+            ceiling=max(pool, pool_max),
+            demand=bool(pool_demand),
+            window=pool_window,
+            span=pool_span,
+            running=pool_running,
+            health_timeout=health_timeout,
+            max_age=lease_s / 2,
+        )
+        self.pool_memory = parse_size(pool_memory) if pool_memory else None
         self.max_starting = max_starting
         self.lease_s = lease_s
         self.start_timeout = start_timeout
@@ -127,9 +164,10 @@ class DockerBackend(Backend):
         self._ops: DockerOps | None = None
         self._monitor: ExitMonitor | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        self._slots: StartSlots | None = None
+        self._budget = MemoryBudget(self.pool_memory)
         self._pools: dict[str, WarmPool] = {}
         self._live: dict[str, Container] = {}  # every container this server holds, pooled or in a session
-        self._starts = anyio.Semaphore(max_starting)
         self._launching = 0  # containers starting right now (never above max_starting)
         self._stopped = anyio.Event()
         self._closing = False
@@ -145,10 +183,12 @@ class DockerBackend(Backend):
     ) -> None:
         try:
             self._ops = await DockerOps.connect(self._threads)
+            self.owner = await reaper.with_engine(self.owner, self._ops)
             await self._check_runtimes(specs)
             monitor = ExitMonitor(docker.from_env, f"{reaper.SERVER}={self.owner.instance}")
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                self._slots = StartSlots(self.max_starting, tg)
                 await tg.start(monitor.run)
                 self._monitor = monitor
                 if self.adopt_grace:  # serve --state-dir: the containers belong to the instance, not to this process
@@ -159,12 +199,16 @@ class DockerBackend(Backend):
                     await self._warn_if_missing(spec)
                     self._pool(spec)
                 tg.start_soon(self._reap_forever)
+                settings = self.pool_settings
                 log.info(
-                    "docker backend %s: pool %d per env, %d starting at once, runtime %s",
+                    "docker backend %s: runtime %s; pool per env %s, %d-%d, within %s; %d starting at once",
                     self.owner.instance,
-                    self.pool_size,
+                    self.runtime.name or self.runtime.default or "(the engine's default)",
+                    "by demand" if settings.demand else "fixed",
+                    settings.floor,
+                    settings.ceiling if settings.demand else settings.floor,
+                    f"{self.pool_memory >> 20} MiB" if self.pool_memory else "no memory budget",
                     self.max_starting,
-                    self.runtime.name or "(the engine's default)",
                 )
                 task_status.started()
         finally:
@@ -175,10 +219,10 @@ class DockerBackend(Backend):
     async def _check_runtimes(self, specs: Sequence[EnvSpec]) -> None:
         """Refuse to start on a runtime the engine does not know: every session there would fail."""
         assert self._ops is not None
-        wanted = {name for spec in specs if (name := self.runtime.for_env(spec.cls.sandbox))}
-        if not wanted:
-            return
         known = (await self._ops.call(self._ops.api.info)).get("Runtimes") or {}
+        if self.runtime_option == "auto" and FAST_RUNTIME in known:
+            self.runtime = dataclasses.replace(self.runtime, default=FAST_RUNTIME)
+        wanted = {name for spec in specs if (name := self.runtime.for_env(spec.cls.sandbox))}
         unknown = sorted(wanted - set(known))
         if unknown:
             raise SandboxStartError(
@@ -258,31 +302,38 @@ class DockerBackend(Backend):
     def _pool(self, spec: EnvSpec) -> WarmPool:
         pool = self._pools.get(spec.target)
         if pool is None:
-            assert self._tg is not None
+            assert self._tg is not None and self._slots is not None
             pool = WarmPool(
                 spec.name,
                 functools.partial(self._launch, spec),
-                self._discard,
-                target=self.pool_size,
-                starts=self._starts,
-                max_age=self.lease_s / 2,
+                self,
+                self.pool_settings,
+                slots=self._slots,
+                budget=self._budget,
+                timings=self.timings,
                 task_group=self._tg,
             )
             self._pools[spec.target] = pool
             self._tg.start_soon(pool.maintain)
         return pool
 
+    def wanted(self, spec: EnvSpec) -> None:
+        if self._tg is not None and not self._closing:
+            self._pool(spec).wanted()
+
     async def open(self, spec: EnvSpec, options: dict[str, Any]) -> Sandbox:
         if self._tg is None or self._closing:
             raise RuntimeError("the docker backend is not running (create_app starts it with the server)")
         container, _ = await self._pool(spec).acquire(self.start_timeout)
         sandbox = DockerSandbox(self, container, spec.cls.sandbox.memory)
+        began = time.perf_counter()
         await sandbox.handshake(spec.target, options, self.open_timeout)
+        self.timings.stage("open", time.perf_counter() - began)
         return sandbox
 
     async def _launch(self, spec: EnvSpec) -> Container:
         assert self._ops is not None and self._monitor is not None
-        session_id = new_session_id()  # labelled now: a pooled container already knows its session
+        session_id = new_session_id(self.node)  # labelled now: a pooled container already knows its session
         labels = {
             **self.owner.labels(),
             reaper.SESSION: session_id,
@@ -291,25 +342,57 @@ class DockerBackend(Backend):
         }
         self._launching += 1
         try:
-            container = await launch(
-                self._ops,
-                self._monitor,
-                image=image_for(spec, self.image),
-                settings=spec.cls.sandbox,
-                labels=labels,
-                ipc_dir=self.ipc_dir / session_id,
-                session_id=session_id,
-                ready_timeout=self.ready_timeout,
-                build_hint=build_command(spec),
-                runtime=self.runtime,
-                worker_args=("--reconnect", f"{self.adopt_grace:g}") if self.adopt_grace else (),
-            )
+            try:
+                container = await self._launch_with(spec, labels, session_id)
+            except docker.errors.APIError as exc:
+                runtime = self.runtime
+                picked = runtime.default is not None and runtime.name is None and spec.cls.sandbox.runtime is None
+                if not (picked and "OCI runtime" in str(exc)):
+                    raise
+                # Picked, not asked for: a runtime that cannot start containers on this host
+                # (crun on a hybrid cgroup layout) gives way to the engine's default.
+                log.warning("runtime %s cannot start sandboxes here, the default will: %s", runtime.default, exc)
+                self.runtime = dataclasses.replace(runtime, default=None)
+                container = await self._launch_with(spec, labels, session_id)
         finally:
             self._launching -= 1
         self._live[container.id] = container
         return container
 
-    async def _discard(self, container: Container) -> None:
+    async def _launch_with(self, spec: EnvSpec, labels: dict[str, str], session_id: str) -> Container:
+        assert self._ops is not None and self._monitor is not None
+        return await launch(
+            self._ops,
+            self._monitor,
+            image=image_for(spec, self.image),
+            settings=spec.cls.sandbox,
+            labels=labels,
+            ipc_dir=self.ipc_dir / session_id,
+            session_id=session_id,
+            ready_timeout=self.ready_timeout,
+            build_hint=build_command(spec),
+            runtime=self.runtime,
+            worker_args=("--reconnect", f"{self.adopt_grace:g}") if self.adopt_grace else (),
+        )
+
+    # ------------------------------------------------------------ what a pool asks (PoolEngine)
+
+    async def pause(self, container: Container) -> None:
+        assert self._ops is not None
+        await self._ops.call(self._ops.api.pause, container.id)
+
+    async def unpause(self, container: Container) -> None:
+        assert self._ops is not None
+        await self._ops.call(self._ops.api.unpause, container.id)
+
+    async def alive(self, container: Container, timeout: float) -> bool:
+        return not container.exited and await ping(container.channel, timeout)
+
+    async def memory(self, container: Container) -> int | None:
+        assert self._ops is not None
+        return await container_memory(self._ops, container.id)
+
+    async def discard(self, container: Container) -> None:
         """A container is used once: kill and remove it, its channel and its directory."""
         assert self._ops is not None
         with anyio.CancelScope(shield=True):
@@ -372,9 +455,12 @@ class DockerBackend(Backend):
             "name": self.name,
             "instance": self.owner.instance,
             "runtime": self.runtime.name,
+            "default_runtime": self.runtime.default,
             "containers": len(self._live),
             "max_starting": self.max_starting,
             "starting": self._launching,
             "pools": {pool.name: pool.describe() for pool in self._pools.values()},
+            "pool_memory_bytes": self._budget.used,
+            **({"pool_memory_limit_bytes": self.pool_memory} if self.pool_memory else {}),
             "orphans_removed": self.orphans_removed,
         }

@@ -28,8 +28,9 @@ import docker.errors
 from ...confine import AGENT_USER_VAR, GRADER_USER_VAR
 from ...env import SandboxSettings
 from ...errors import SandboxStartError
+from ...protocol import Ping, Pong, ProtocolViolation, decode_from_sandbox
 from ..channel import FrameChannel
-from ..relay import signal_name
+from ..relay import CHANNEL_GONE, signal_name
 from .exits import ExitMonitor, ExitWatch
 
 T = TypeVar("T")
@@ -89,17 +90,25 @@ class DockerOps:
         await anyio.to_thread.run_sync(self.client.close)
 
 
+FAST_RUNTIME = "crun"
+"""What ``runtime=auto`` gives the envs that name no runtime, where the engine has it: it starts
+containers faster than runc (docs/benchmarks.md, section p) and passes every confinement test."""
+
+
 @dataclass(frozen=True)
 class Runtime:
     """How the backend runs every container, whatever the env: the OCI runtime and the log cap."""
 
     name: str | None = None
     """An OCI runtime dockerd knows (``runc``, ``runsc``...) for every container; None: each env's choice
-    (``SandboxSettings.runtime``), else the engine's default."""
+    (``SandboxSettings.runtime``), else ``default``."""
     log_max_size: str = LOG_MAX_SIZE
+    default: str | None = None
+    """The runtime of an env that names none, when none is forced (``runtime=auto`` sets it to
+    :data:`FAST_RUNTIME` where the engine has it); None: the engine's default."""
 
     def for_env(self, settings: SandboxSettings) -> str | None:
-        return self.name or settings.runtime
+        return self.name or settings.runtime or self.default
 
 
 def host_config(ops: DockerOps, settings: SandboxSettings, ipc_dir: Path, runtime: Runtime) -> dict[str, Any]:
@@ -141,10 +150,26 @@ class Container:
     watch: ExitWatch
     channel: FrameChannel
     ready_at: float = field(default_factory=time.monotonic)
+    stages: dict[str, float] = field(default_factory=dict)
+    """Seconds each stage of its start took (``create``, ``start``, ``ready``)."""
+    paused: bool = False
+    """Frozen by the engine (``docker pause``) while it waits in a pool."""
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    """Held while it is being paused or unpaused."""
 
     @property
     def exited(self) -> bool:
         return self.watch.exited.is_set()
+
+
+async def ping(channel: FrameChannel, timeout: float) -> bool:
+    """True if the worker at the other end of ``channel`` answers a ``Ping`` within ``timeout`` seconds."""
+    try:
+        with anyio.fail_after(timeout):
+            await channel.send(Ping())
+            return isinstance(decode_from_sandbox(await channel.receive()), Pong)
+    except (TimeoutError, ProtocolViolation, *CHANNEL_GONE):
+        return False
 
 
 async def launch(
@@ -171,13 +196,17 @@ async def launch(
     os.chmod(path, 0o666)  # whatever uid the env runs as may connect
     container_id = ""
     try:
+        began = time.perf_counter()
         container_id = await _create(ops, image, settings, labels, ipc_dir, build_hint, runtime, worker_args)
         exit_watch = monitor.watch(container_id)  # before start: no exit can be missed
+        created = time.perf_counter()
         await ops.call(ops.api.start, container_id)
+        started = time.perf_counter()
         stream = await _accept(listener, exit_watch, ready_timeout)
         if stream is None:
             raise SandboxStartError(await _start_failure(ops, container_id, exit_watch, ready_timeout), fatal=True)
-        return Container(container_id, session_id, ipc_dir, exit_watch, FrameChannel(stream))
+        stages = {"create": created - began, "start": started - created, "ready": time.perf_counter() - started}
+        return Container(container_id, session_id, ipc_dir, exit_watch, FrameChannel(stream), stages=stages)
     except BaseException:
         with anyio.CancelScope(shield=True):
             if container_id:

@@ -70,8 +70,8 @@ class ExitMonitor:
                     await self._subscribe(client, limiter)
                     delay = RECONNECT_DELAY[0]
                     await self._reconcile(client, limiter)
-                except docker.errors.DockerException as exc:
-                    log.warning("docker events: %s", exc)
+                except Exception as exc:  # the engine is gone (a refused socket is no DockerException): retry
+                    log.warning("docker events: %s: %s", type(exc).__name__, exc)
         finally:
             self._closed = True
             with anyio.CancelScope(shield=True):

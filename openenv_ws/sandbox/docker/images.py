@@ -4,7 +4,9 @@ An image is ``sandboxes/Dockerfile`` built over a base with Python 3.11, holding
 (and so the built-in ``openenv_ws_envs`` library), its dependencies, and the environment's
 ``extra_packages``. Every Python package comes in as a wheel downloaded on the host, so the
 build itself needs no network (it runs with ``--network none``) and works on machines whose
-only registry access is the package index, or none at all once the wheels are at hand.
+only registry access is the package index, or none at all once the wheels are at hand. An env's
+``system_packages`` (Debian packages, e.g. a browser) are installed first, into an intermediate
+base image (``debs.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import docker.errors
 
 from ...registry import EnvSpec, builtin_envs
 from ...version import __version__
+from .debs import PackageError, system_base
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 BASE_IMAGE_VAR = "OPENENV_WS_BASE_IMAGE"
@@ -140,6 +143,12 @@ def build_image(
     client = docker.from_env(timeout=600)
     try:
         arch = client.version().get("Arch", "amd64")
+        if settings.system_packages:
+            out(f"system packages: {', '.join(settings.system_packages)}")
+            try:
+                base_image = system_base(client, base_image, settings.system_packages, out)
+            except (PackageError, docker.errors.DockerException) as exc:
+                raise BuildError(f"installing the system packages failed: {exc}") from None
         with tempfile.TemporaryDirectory(prefix="openenv-ws-build-") as ctx_dir:
             ctx = Path(ctx_dir)
             out(f"collecting wheels (openenv-ws, its dependencies, {len(settings.extra_packages)} extra packages)")

@@ -24,7 +24,7 @@ import os
 import re
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ HOLDER_PID = PREFIX + "holder-pid"
 HOLDER_PID_START = PREFIX + "holder-pid-start"
 ADOPT_UNTIL = PREFIX + "adopt-until"
 """In such an instance's owner file: the process holding it, and until when a successor may take it over."""
+ENGINE = PREFIX + "engine"
 
 OWNER_FILE = "owner.json"
 """In each server instance's host directory: that server's labels, to judge the directory alone."""
@@ -64,7 +65,7 @@ def _boot_id() -> str:
         return ""
 
 
-def _own_container() -> str:
+def own_container() -> str:
     """The id of the container this process runs in ("" on a plain host): the engine bind-mounts
     ``/etc/hostname`` and friends from ``/var/lib/docker/containers/<id>/``."""
     try:
@@ -96,13 +97,15 @@ class Owner:
     pid: int
     pid_start: str
     container: str = ""
+    engine: str = ""
+    """The ID of the engine that runs ``container`` (directories may be shared by several engines)."""
     adopt_dir: str = ""
     """Set for a server with a state directory: its containers outlive it (see the module's doc)."""
 
     @classmethod
     def current(cls, instance: str) -> Owner:
         pid = os.getpid()
-        return cls(instance, socket.gethostname(), _boot_id(), pid, process_start(pid) or "", _own_container())
+        return cls(instance, socket.gethostname(), _boot_id(), pid, process_start(pid) or "", own_container())
 
     def labels(self) -> dict[str, str]:
         held = {ADOPT_DIR: self.adopt_dir} if self.adopt_dir else {PID: str(self.pid), PID_START: self.pid_start}
@@ -113,6 +116,7 @@ class Owner:
             BOOT: self.boot,
             **held,
             **({SERVER_CONTAINER: self.container} if self.container else {}),
+            **({ENGINE: self.engine} if self.engine else {}),
         }
 
     def owner_file(self, adopt_grace: float) -> dict[str, str]:
@@ -152,7 +156,8 @@ class Owner:
         if labels.get(ADOPT_DIR) and labels.get(HOST) == self.host:
             return self._judge_adoptable(labels)
         server_container = labels.get(SERVER_CONTAINER)
-        if server_container and running is not None and server_container not in running:
+        same_engine = labels.get(ENGINE, self.engine) == self.engine  # ``running`` lists this engine's only
+        if server_container and same_engine and running is not None and server_container not in running:
             return f"its server's container {server_container[:12]} no longer runs"
         if labels.get(HOST) == self.host and labels.get(PID, "").isdigit():
             if labels.get(BOOT) != self.boot:
@@ -168,6 +173,12 @@ class Owner:
         if time.time() > expires:
             return "its lease expired"
         return None
+
+
+async def with_engine(owner: Owner, ops: DockerOps) -> Owner:
+    """``owner`` with the ID of the engine ``ops`` reaches (what its labels and directory then carry)."""
+    info = await ops.call(ops.api.info)
+    return replace(owner, engine=str(info.get("ID", "")))
 
 
 @dataclass(frozen=True)
@@ -237,9 +248,9 @@ async def sweep(ops: DockerOps, me: Owner, tracked: set[str], running: frozenset
 
 async def gc(*, dead_only: bool = False, server: str | None = None) -> list[Removed]:
     """``openenv-ws gc``: remove every managed container (or only those whose server is gone)."""
-    me = Owner.current("gc")
     ops = await DockerOps.connect()
     try:
+        me = await with_engine(Owner.current("gc"), ops)
         doomed = []
         running = await running_containers(ops)
         for info in await managed_containers(ops, server):

@@ -1,0 +1,209 @@
+"""deploy/stack.yml on a real 3-node Docker Swarm: every node serves; cutting one off costs its episodes only.
+
+A rolling update costs none.
+
+The swarm is built on this machine by the shared lab script (``scripts/swarm-lab.sh``
+beside the repository, or ``$OPENENV_WS_SWARM_LAB``): three dockerds, each in its own network and
+mount namespace (10.77.0.1-3), one of them the manager, with Swarm's heartbeat at 1 s. The
+server and sandbox images are built here once and loaded on every node (no registry). The
+client runs on the host (10.77.0.254) and is given one URL. Traffic goes only to the lab's
+addresses; ``down`` always runs at the end and must leave no namespace and no dockerd.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import anyio
+import pytest
+import yaml
+
+from openenv_ws import run_episodes
+from openenv_ws.client.cluster import HEARTBEAT, MISSES
+from openenv_ws.ids import node_of
+
+from .cluster_episodes import nodes_seen, slow_policy
+from .conftest import ROOT
+from .swarm_lab import NODES, STACK, build_images, deploy, down, get, health, lab, node_url, on_node, up, wait
+
+LOST_WITHIN = (MISSES + 1) * HEARTBEAT  # the client's documented bound (docs/swarm.md), default options
+
+pytestmark = pytest.mark.timeout(900)
+
+
+# ---------------------------------------------------------------- the stack file itself (no lab)
+
+
+def _server_service(path: str) -> dict:
+    return yaml.safe_load((ROOT / path).read_text())["services"]["server"]
+
+
+def _defaults(text: str) -> str:
+    """``text`` with every ``${VAR:-default}`` replaced by its default."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", text)
+
+
+def test_the_stack_is_the_compose_server_service_plus_what_a_swarm_needs():
+    compose, stack = _server_service("docker-compose.yml"), _server_service("deploy/stack.yml")
+    assert _defaults(stack["image"]) == compose["image"]  # the same image by default
+    compose_cmd, stack_cmd = _defaults(compose["command"]).split(), _defaults(stack["command"]).split()
+    assert stack_cmd[: compose_cmd.index("-B")] == compose_cmd[: compose_cmd.index("-B")]  # serve ... --pool N
+    for key in ("init", "healthcheck"):
+        assert stack[key] == compose[key]
+    sockets = [v for v in stack["volumes"] if v["target"] == "/var/run/docker.sock"]
+    assert sockets == [{"type": "bind", "source": "/var/run/docker.sock", "target": "/var/run/docker.sock"}]
+    assert "/var/run/docker.sock:/var/run/docker.sock" in compose["volumes"]
+    # and what a swarm needs on top
+    assert stack["deploy"]["mode"] == "global" and stack["deploy"]["endpoint_mode"] == "dnsrr"
+    assert [p["mode"] for p in stack["ports"]] == ["host"]
+    assert "--cluster tasks.server" in stack["command"] and "--drain-sessions" in stack["command"]
+    assert stack["environment"]["OPENENV_WS_NODE"] == "{{.Node.Hostname}}"
+    grace = int(re.search(r"(\d+)s", stack["stop_grace_period"]).group(1))
+    drain = [
+        int(re.search(rf"--{k} \$\{{\w+:-(\d+)}}", stack["command"]).group(1))
+        for k in ("drain-sessions", "drain-timeout")
+    ]
+    assert grace > sum(drain)  # Swarm does not kill a server while it drains
+
+
+# ---------------------------------------------------------------- the lab
+
+
+@dataclass
+class Swarm:
+    instances: dict[int, str]
+    """Each node's server instance at deploy time."""
+
+    def refresh(self) -> dict[int, str | None]:
+        return {n: (health(n) or {}).get("backend", {}).get("instance") for n in NODES}
+
+
+@pytest.fixture(scope="module")
+def swarm() -> Iterator[Swarm]:
+    build_images()
+    try:
+        up()
+        yield Swarm(deploy())
+    finally:
+        assert down() == [], "the lab left something behind"
+
+
+def test_every_node_serves_its_share_from_its_own_engine(swarm):
+    view = get(2, "/v1/cluster").json()
+    assert {e["name"]: e["url"] for e in view["nodes"]} == {f"oe-n{n}": node_url(n) for n in NODES}
+
+    records = anyio.run(
+        lambda: run_episodes(
+            node_url(1), "echo", slow_policy(0.05), episodes=9, concurrency=9, max_steps=5, multiplex=1
+        )
+    )
+    assert all(r.ok and r.attempts == 1 for r in records), [r.error for r in records]
+    seen = nodes_seen(records)
+    assert set(seen) == {"oe-n1", "oe-n2", "oe-n3"}, seen
+    for n in NODES:
+        metrics = get(n, "/metrics").text
+        opened = int(re.search(r"^openenv_ws_sessions_opened_total (\d+)$", metrics, re.M).group(1))
+        assert opened == seen[f"oe-n{n}"]  # the sessions whose ids name the node ran there
+        # Its sandboxes run on its own engine: its warm container is there, and on no other node's.
+        instance = swarm.instances[n]
+        label = f"label=openenv-ws.server={instance}"
+        for m in NODES:
+            found = on_node(m, "ps", "-q", "--filter", label).stdout.split()
+            assert bool(found) == (m == n), f"containers of {instance} (node {n}) on node {m}: {found}"
+
+
+def test_a_cut_node_costs_only_its_own_episodes_and_serves_again_once_healed(swarm):
+    cut_at: list[float] = []
+
+    async def cut_node_3_mid_episode() -> None:
+        with anyio.fail_after(60):
+            while not (await anyio.to_thread.run_sync(health, 3) or {}).get("sessions"):
+                await anyio.sleep(0.1)
+        await anyio.sleep(0.5)
+        cut_at.append(time.time())
+        await anyio.to_thread.run_sync(lambda: lab("cut", "3"))
+
+    async def episodes_while_cutting():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cut_node_3_mid_episode)
+            return await run_episodes(
+                node_url(1), "echo", slow_policy(0.1), episodes=18, concurrency=9, max_steps=40, multiplex=1
+            )
+
+    records = anyio.run(episodes_while_cutting)
+    assert all(r.ok for r in records), [r.error for r in records if not r.ok]
+    retried = [r for r in records if len(r.tries) > 1]
+    assert retried, "no episode was running on the cut node"
+    lost_sessions = []
+    for record in retried:
+        first, *later = record.tries
+        assert node_of(first.session_id or "") == "oe-n3" and "NodeLostError" in (first.error or ""), first
+        assert first.ended_at - cut_at[0] <= LOST_WITHIN + 2.0  # the bound, plus slack for 3 nodes on 2 cores
+        assert all(node_of(t.session_id or "") in ("oe-n1", "oe-n2") for t in later)
+        lost_sessions.append(first.session_id)
+    untouched = [r for r in records if node_of(r.tries[0].session_id or "") != "oe-n3"]
+    assert untouched and all(len(r.tries) == 1 for r in untouched)
+    detected = max(r.tries[0].ended_at for r in retried) - cut_at[0]
+
+    lab("heal", "3")
+    healed = time.monotonic()
+    wait(lambda: (health(3) or {}).get("status") == "ok", 120, "node 3 answering again")
+    # What the cut sessions held on node 3 is gone: their sessions and their sandbox containers.
+    for session_id in lost_sessions:
+        label = f"label=openenv-ws.session={session_id}"
+        wait(lambda label=label: not on_node(3, "ps", "-aq", "--filter", label).stdout.strip(), 120, "cleanup")
+    held = {s["id"] for s in get(3, "/v1/sessions").json()["sessions"]}
+    assert not held & set(lost_sessions)
+
+    async def until_node_3_serves() -> list:
+        with anyio.fail_after(120):
+            while True:
+                again = await run_episodes(node_url(1), "echo", slow_policy(0), episodes=6, concurrency=6, max_steps=2)
+                assert all(r.ok for r in again)
+                if "oe-n3" in nodes_seen(again):
+                    return again
+                await anyio.sleep(0.5)
+
+    anyio.run(until_node_3_serves)
+    back = time.monotonic() - healed
+    print(
+        f"\nswarm lab: cut -> NodeLostError in {detected:.1f} s (bound {LOST_WITHIN:.0f} s); "
+        f"heal -> cut sessions cleaned up and a new episode served there {back:.1f} s later"
+    )
+
+
+def test_a_rolling_update_fails_no_episode(swarm):
+    before = swarm.refresh()
+    updated: dict[str, float] = {}
+
+    async def update_every_server() -> None:
+        await anyio.sleep(1.0)
+        started = time.monotonic()
+        cmd = ["docker", "-H", "unix:///run/oe-n1/docker.sock", "service", "update", "--force", "--detach=false"]
+        result = await anyio.run_process([*cmd, "-q", f"{STACK}_server"], check=False)
+        assert result.returncode == 0, result.stderr.decode()
+        updated["seconds"] = time.monotonic() - started
+
+    async def episodes_during_the_update() -> list:
+        records: list = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(update_every_server)
+            with anyio.fail_after(400):
+                while "seconds" not in updated:
+                    records += await run_episodes(
+                        node_url(1), "echo", slow_policy(0.1), episodes=12, concurrency=6, max_steps=15, multiplex=1
+                    )
+        return records
+
+    records = anyio.run(episodes_during_the_update)
+    after = swarm.refresh()
+    assert all(after[n] and after[n] != before[n] for n in NODES), (before, after)  # every server was replaced
+    assert records and all(r.ok for r in records), [r.tries for r in records if not r.ok]
+    handed_back = sum(len(r.tries) > 1 for r in records)
+    print(
+        f"\nswarm lab: rolling update of 3 nodes in {updated['seconds']:.0f} s; {len(records)} episodes, "
+        f"{handed_back} run again after a hand-back"
+    )
