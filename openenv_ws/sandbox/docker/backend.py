@@ -169,6 +169,7 @@ class DockerBackend(Backend):
         self._pools: dict[str, WarmPool] = {}
         self._live: dict[str, Container] = {}  # every container this server holds, pooled or in a session
         self._launching = 0  # containers starting right now (never above max_starting)
+        self._starting: set[str] = set()  # their sessions: not yet in _live, and not a predecessor's
         self._stopped = anyio.Event()
         self._closing = False
         self.orphans_removed = 0
@@ -341,6 +342,7 @@ class DockerBackend(Backend):
             reaper.LEASE: str(int(time.time() + self.lease_s)),
         }
         self._launching += 1
+        self._starting.add(session_id)
         try:
             try:
                 container = await self._launch_with(spec, labels, session_id)
@@ -356,6 +358,7 @@ class DockerBackend(Backend):
                 container = await self._launch_with(spec, labels, session_id)
         finally:
             self._launching -= 1
+            self._starting.discard(session_id)
         self._live[container.id] = container
         return container
 
@@ -433,7 +436,12 @@ class DockerBackend(Backend):
         """Remove this instance's containers that no session took back (a predecessor's pool, dead ones)."""
         assert self._ops is not None
         mine = await reaper.managed_containers(self._ops, self.owner.instance)
-        doomed = [(info, "no session claims it after the restart") for info in mine if info["Id"] not in self._live]
+        doomed = [
+            (info, "no session claims it after the restart")
+            for info in mine
+            if info["Id"] not in self._live  # a predecessor's pool, or a session the journal lost
+            and (info.get("Labels") or {}).get(reaper.SESSION) not in self._starting  # our own pool, filling
+        ]
         for item in await reaper.remove_all(self._ops, doomed):
             log.info("removed unclaimed sandbox container %s", item)
             await remove_dir(self.ipc_dir / item.session)
