@@ -102,9 +102,30 @@ async def _count(session, sleep: float = 0.0) -> tuple[int, str]:
     return n, host
 
 
+def _split(engine, instance: str, sessions) -> tuple[set[str], set[str]]:
+    """The instance's containers: those holding one of ``sessions``, and the others (its warm pool)."""
+    ids = {s.session_id for s in sessions}
+    mine = engine.managed(server=instance)
+    return {c.id for c in mine if c.labels.get("openenv-ws.session") in ids}, {
+        c.id for c in mine if c.labels.get("openenv-ws.session") not in ids
+    }
+
+
+async def _pooled(engine, instance: str, sessions, n: int, gone: set[str] = frozenset()) -> tuple[set[str], set[str]]:
+    """Wait (10 s at most) until the instance's warm pool holds ``n`` containers, none of ``gone``."""
+    deadline = time.monotonic() + 10
+    while True:
+        held, pooled = await anyio.to_thread.run_sync(_split, engine, instance, sessions)
+        if (len(pooled) == n and not pooled & gone) or time.monotonic() > deadline:
+            return held, pooled
+        await anyio.sleep(0.1)
+
+
 async def test_kill_9_mid_episode_docker_sessions_are_adopted_and_finish_exactly(restartable, sandbox_image, engine):
     make, instances = restartable
-    srv = make(*_docker(sandbox_image))
+    # A warm pool of one per env (two envs, not sized by demand): the predecessor's pooled containers
+    # are not adopted but removed, and the new server's pools fill again.
+    srv = make(*_docker(sandbox_image), "--pool", "1", "-B", "pool_demand=0")
     instance = srv.current.health()["backend"]["instance"]
     instances.add(instance)
     async with (
@@ -120,8 +141,8 @@ async def test_kill_9_mid_episode_docker_sessions_are_adopted_and_finish_exactly
             for expected in (1, 2, 3):
                 n, hosts[session.session_id] = await _count(session)
                 assert n == expected
-        containers = {c.id for c in await anyio.to_thread.run_sync(lambda: engine.managed(server=instance))}
-        assert len(containers) == 3
+        containers, pooled = await _pooled(engine, instance, sessions, 2)
+        assert len(containers) == 3 and len(pooled) == 2
         answers: dict[str, tuple[int, str]] = {}
 
         async def slow(session) -> None:
@@ -145,8 +166,9 @@ async def test_kill_9_mid_episode_docker_sessions_are_adopted_and_finish_exactly
         for session in sessions:
             for expected in (5, 6):
                 assert await _count(session) == (expected, hosts[session.session_id])  # the same container
-        after = {c.id for c in await anyio.to_thread.run_sync(lambda: engine.managed(server=instance))}
-        assert after == containers  # adopted, none started or left over
+        after, refilled = await _pooled(engine, instance, sessions, 2, gone=pooled)
+        assert after == containers  # adopted, none started for them or left over
+        assert len(refilled) == 2 and not refilled & pooled  # the old pooled ones removed, the pools refilled
     srv.current.stop()
     assert await anyio.to_thread.run_sync(lambda: engine.managed(server=instance)) == []
 
@@ -166,7 +188,7 @@ async def test_graceful_handoff_loses_nothing(restartable, sandbox_image, engine
         for session in (solo, muxed):
             await session.reset()
             assert (await _count(session))[0] == 1
-        containers = {c.id for c in await anyio.to_thread.run_sync(lambda: engine.managed(server=instance))}
+        containers, _ = await anyio.to_thread.run_sync(_split, engine, instance, (solo, muxed, echo))
         answers: dict[str, int] = {}
 
         async def slow(session) -> None:
@@ -179,6 +201,7 @@ async def test_graceful_handoff_loses_nothing(restartable, sandbox_image, engine
             old = srv.current
             old.proc.send_signal(signal.SIGTERM)  # the steps in flight finish first, then the hand-off
             assert await anyio.to_thread.run_sync(old.proc.wait, 60) == 0
+            # the sessions' containers are left to the next server, its warm pool (sized by demand) is not
             assert {c.id for c in await anyio.to_thread.run_sync(lambda: engine.managed(server=instance))} == containers
             await anyio.to_thread.run_sync(srv.start)
         assert answers == {solo.session_id: 2, muxed.session_id: 2}
