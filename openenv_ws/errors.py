@@ -113,6 +113,13 @@ class ReplayDivergedError(OpenEnvWSError):
     code = ErrorCode.REPLAY_DIVERGED
 
 
+class SandboxLostError(SessionLostError):
+    """The server restarted, the session's sandbox did not survive it, and the episode could not be
+    restored in a new one (by replay): the message says why."""
+
+    code = ErrorCode.SANDBOX_LOST
+
+
 class CheckpointError(OpenEnvWSError):
     """No such checkpoint (unknown, expired, unreadable, or of an environment this server does not serve)."""
 
@@ -167,6 +174,7 @@ _BY_CODE: dict[str, type[OpenEnvWSError]] = {
     ErrorCode.NOT_COPYABLE: NotCopyableError,
     ErrorCode.REPLAY_DIVERGED: ReplayDivergedError,
     ErrorCode.CHECKPOINT_NOT_FOUND: CheckpointError,
+    ErrorCode.SANDBOX_LOST: SandboxLostError,
     ErrorCode.UNAUTHORIZED: AuthError,
     ErrorCode.FORBIDDEN: ForbiddenError,
 }

@@ -229,6 +229,8 @@ class ErrorCode:
     NOT_COPYABLE = "not_copyable"
     REPLAY_DIVERGED = "replay_diverged"
     CHECKPOINT_NOT_FOUND = "checkpoint_not_found"
+    SANDBOX_LOST = "sandbox_lost"
+    """The session's sandbox did not survive a server restart and the episode could not be replayed."""
     UNAUTHORIZED = "unauthorized"
     INTERNAL = "internal"
     # Access and HTTP answers (per-session authorization, routes): see docs/operations.md.

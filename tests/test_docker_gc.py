@@ -8,6 +8,7 @@ running), so the tests hold even while other test runs share the engine.
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from dataclasses import replace
 import anyio
 import pytest
 
-from openenv_ws.sandbox.docker.reaper import Owner, process_start
+from openenv_ws.sandbox.docker.reaper import Owner, process_start, write_owner
 
 from .conftest import ROOT
 
@@ -58,6 +59,27 @@ def test_a_server_is_judged_gone_only_on_evidence():
     here, there = replace(me, engine="engine-here"), _labels(other, **elsewhere, server_container="c" * 64)
     assert "no longer runs" in here.judge({**there, "openenv-ws.engine": "engine-here"}, running=frozenset())
     assert here.judge({**there, "openenv-ws.engine": "engine-there"}, running=frozenset()) is None
+
+
+def test_the_containers_of_a_server_with_a_state_directory_wait_for_its_successor(tmp_path):
+    """Such containers name their instance's directory; its owner file says who holds it, and until when
+    a successor may take it over after its holder died (serve --state-dir, docs/operations.md#restarts)."""
+    me = Owner.current("srv-me")
+    directory = tmp_path / "srv-adoptable"
+    holder = replace(Owner.current("srv-adoptable"), adopt_dir=str(directory))
+    labels = {**holder.labels(), "openenv-ws.lease-expires": str(int(time.time() + 3600))}
+    assert "openenv-ws.pid" not in labels  # servers that do not know these labels fall back to the lease
+    assert "directory is gone" in me.judge(labels)
+    write_owner(directory, holder, adopt_grace=60)
+    assert me.judge(labels) is None  # its holder runs
+    dead = replace(holder, pid=_dead_pid())
+    write_owner(directory, dead, adopt_grace=60)
+    assert me.judge(labels) is None  # its holder is gone: a successor may still take it over
+    owner_labels = json.loads((directory / "owner.json").read_text())
+    assert me.judge(owner_labels) is None  # the directory itself is judged the same way
+    write_owner(directory, dead, adopt_grace=-1)
+    assert "no successor took it over" in me.judge(labels)
+    assert "rebooted" in me.judge({**labels, "openenv-ws.boot": "another-boot"})
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Protocol
 import anyio
 import anyio.abc
 
+from ..errors import SandboxStartError
 from ..ids import new_session_id
 from ..protocol import SandboxReply, SandboxRequest
 from ..registry import EnvSpec
@@ -43,6 +44,10 @@ class Sandbox(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Stop the sandbox and release all it holds. Idempotent; never raises."""
+
+    def ref(self) -> dict[str, Any]:
+        """What a restarted server needs to adopt this sandbox (:meth:`Backend.adopt`); empty: it cannot."""
+        return {}
 
     async def wait_exit(self) -> str:
         """Return, with the reason, when the sandbox died on its own."""
@@ -114,6 +119,33 @@ class Backend(ABC):
 
     async def aclose(self) -> None:
         """Release what the backend shares between sandboxes (pools, clients)."""
+
+    # ------------------------------------------------------------ restarts (serve --state-dir)
+
+    #: The name this backend's sandboxes are known by (Docker: the containers' server label), kept in the
+    #: state directory so the next server takes them over; None for backends whose sandboxes die with it.
+    instance: str | None = None
+
+    #: Seconds a sandbox whose server is gone waits for the next one (set by a server with a state
+    #: directory); 0: sandboxes end with their server, as without one.
+    adopt_grace: float = 0.0
+
+    def take_over(self, instance: str | None) -> None:
+        """Before :meth:`run`: continue the previous server's ``instance`` (its sandboxes may be adopted)."""
+
+    async def adopt(self, spec: EnvSpec, ref: dict[str, Any], options: dict[str, Any]) -> Sandbox:
+        """The sandbox a previous server left running (``ref``: :meth:`Sandbox.ref`), reconnected.
+
+        Raises (with the reason) when it did not survive or this backend cannot adopt: the session is
+        then replayed in a new sandbox.
+        """
+        raise SandboxStartError(f"the {self.name} backend's sandboxes do not outlive their server", fatal=True)
+
+    async def adopted(self) -> None:
+        """Every session was taken back: remove what the previous server left that no session claims."""
+
+    async def hand_off(self, sandboxes: Sequence[Sandbox]) -> None:
+        """A graceful restart: leave ``sandboxes`` running for the next server (:meth:`aclose` follows)."""
 
     def image_of(self, spec: EnvSpec) -> str | None:
         """The image a sandbox of ``spec`` runs (recorded in recordings); None for backends without images."""

@@ -24,7 +24,6 @@ per-client cap (by IP address). Every adapter (the session socket, ``/v1/mux``, 
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -48,7 +47,7 @@ def client_of(connection: HTTPConnection) -> str:
 def holds_credential(connection: HTTPConnection, session: Session) -> bool:
     """Whether the caller sent ``session``'s resume token (compared in constant time)."""
     given = connection.headers.get(RESUME_TOKEN_HEADER)
-    return given is not None and secrets.compare_digest(given.encode(), session.token.encode())
+    return given is not None and session.holds_token(given)
 
 
 def may_watch(connection: HTTPConnection, session: Session) -> bool:

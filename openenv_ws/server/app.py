@@ -61,9 +61,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        saved = await anyio.to_thread.run_sync(manager.load_state)  # serve --state-dir: what a restart takes back
         async with anyio.create_task_group() as tg:
             await tg.start(sandbox_backend.run, specs)  # warm pools, reapers: before the first open
             await tg.start(manager.run)
+            await manager.restore(saved)  # before the first connection: its clients resume at once
             try:
                 yield
             finally:

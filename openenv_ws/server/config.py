@@ -72,6 +72,13 @@ class ServerConfig:
     """How long a pong may take before the connection counts as dead. Generous on purpose: a
     trainer running thousands of sessions in one loop answers late when it is busy, and a
     dropped connection costs a resume; a dead peer is still found within interval + timeout."""
+    state_dir: str | None = None
+    """Keep what the sessions need to survive a restart here (``serve --state-dir``; docs/operations.md)."""
+    handoff: bool = False
+    """On SIGTERM, hand the sessions (and their sandboxes) to the next server on ``state_dir`` instead
+    of closing them (``serve --handoff``)."""
+    adopt_grace: float = 300.0
+    """With ``state_dir``: seconds a sandbox whose server is gone waits for the next one (Docker), then ends."""
     drain_timeout: float = 30.0
     """On shutdown, how long in-flight requests may take to finish."""
     drain_sessions: float = 0.0

@@ -75,7 +75,7 @@ class Copyable(Protocol):
     async def close(self, reason: str, notify: bool = True, code: int = 1000) -> None: ...
 
 
-NewSession = Callable[[EnvSpec, dict[str, Any], Restore, EpisodeHistory], Awaitable[Copyable]]
+NewSession = Callable[[EnvSpec, dict[str, Any], Restore, EpisodeHistory, str | None], Awaitable[Copyable]]
 """The manager's way to start a sandbox, restore it and hold it as a new session awaiting its client."""
 
 
@@ -196,8 +196,8 @@ class EpisodeCopier:
         children: list[Copyable] = []
 
         async def one() -> None:
-            child = await self._new_session(session.spec, session.options, plan.restore, plan.history)
-            child.owner = session.owner  # a fork's children belong to whoever owns the episode
+            # A fork's children belong to whoever owns the episode.
+            child = await self._new_session(session.spec, session.options, plan.restore, plan.history, session.owner)
             children.append(child)
 
         try:

@@ -21,15 +21,19 @@ import anyio
 import anyio.abc
 
 from ..core.history import EpisodeHistory
-from ..core.server import APPLY_LATER, APPLY_NOW, Limits, Refuse, SessionState
+from ..core.server import APPLY_LATER, APPLY_NOW, CacheEntry, Limits, Refuse, SessionState
+from ..env import capture_method
 from ..errors import (
     CapacityError,
+    NotCopyableError,
     OpenEnvWSError,
     ProtocolError,
+    SandboxLostError,
     SandboxStartError,
     SessionLostError,
     UnknownEnvError,
 )
+from ..fields import FieldFilter
 from ..ids import node_label, node_of
 from ..protocol import (
     NIL,
@@ -54,8 +58,9 @@ from ..protocol import (
 from ..registry import EnvSpec
 from ..sandbox import Backend, Sandbox
 from .config import DEFAULT_STEP_TIMEOUT, ServerConfig
-from .copies import CopyLimits, EpisodeCopier, Restore
+from .copies import CopyLimits, EpisodeCopier, Restore, by_replay
 from .metrics import Metrics, NullMetrics, ServerSnapshot
+from .persist import FSYNC_INTERVAL, Journal, SavedSession, SavedState, token_hash
 from .sink import FrameSink
 from .tap import SessionTap, recording_tap
 from .tasks import TaskOwner
@@ -85,6 +90,8 @@ class SessionContext:
     tasks: TaskOwner
     forget: Callable[[Session], None]
     """Called once when a session closes: the manager drops it."""
+    journal: Journal | None = None
+    """The state directory's journal (``serve --state-dir``): every answer is written there before it is sent."""
 
 
 class _Opening:
@@ -144,6 +151,8 @@ class Session:
         self.context = context
         self.id = session_id
         self.token = secrets.token_urlsafe(24)
+        self.token_hash = token_hash(self.token)
+        """What is compared on a resume, and all the state directory keeps of the token."""
         self.spec = spec
         self.sandbox = sandbox
         self.options = options or {}
@@ -167,6 +176,8 @@ class Session:
         self._deadline_hit = False
         self.open_key: str | None = None
         """The client's key of the ``open`` that made it (a repeated open finds it by this)."""
+        self.handed_off = False
+        """The server handed the session to its successor (``serve --handoff``): this one answers nothing more."""
 
     # ------------------------------------------------------------ what others read
 
@@ -205,6 +216,47 @@ class Session:
             tools=self._schemas[2],
         )
 
+    def holds_token(self, given: str) -> bool:
+        """Whether ``given`` is this session's resume token (compared in constant time, as hashes)."""
+        return secrets.compare_digest(self.token_hash, token_hash(given))
+
+    def saved(self) -> SavedSession:
+        """This session as the state directory keeps it (``persist.py``)."""
+        history = self.history
+        cache = self.state.cache
+        return SavedSession(
+            id=self.id,
+            token_hash=self.token_hash,
+            env=self.spec.name,
+            options=self.options,
+            owner=self.owner,
+            sandbox=self.sandbox.ref(),
+            open_key=self.open_key,
+            applied=self.state.applied,
+            steps=self.state.steps,
+            replies={seq: (b"", e.frames[-1][1]) for seq, e in cache.items() if e.done and e.frames},
+            # ``history._log``: its (request, reply) tuples (``entries`` builds an Entry for each)
+            history=[(encode(request), encode(reply)) for request, reply in history._log],
+            history_dropped=history.dropped,
+            history_steps=history.steps,
+            history_started=history.started,
+        )
+
+    def restore_state(self, saved: SavedSession) -> None:
+        """Numbering and the last replies of a session kept in the state directory."""
+        state = self.state
+        state.applied = saved.applied
+        state.steps = saved.steps
+        self.token_hash = saved.token_hash
+        self.token = ""  # only its hash was kept: the client's resume hands it back
+        for seq, frame, data in saved.cached():
+            entry = CacheEntry()
+            entry.frames.append((frame, data))
+            entry.done = True
+            entry.size = len(data)
+            state.cache[seq] = entry
+            state.cache_bytes += entry.size
+
     # ------------------------------------------------------------ connections
 
     def attach(self, sink: FrameSink, last_seen: int) -> FrameSink | None:
@@ -220,6 +272,8 @@ class Session:
             self.state.detach(time.monotonic())
 
     async def _send(self, frame: ServerFrame, data: bytes) -> None:
+        if self.handed_off:
+            return
         if self.tap is not None:
             self.tap.reply(data)
         sink = self.sink
@@ -234,6 +288,8 @@ class Session:
         ``inline`` applies it in the caller's task; a multiplexed connection, whose reader
         serves many sessions, passes False to have it applied in a task of its own.
         """
+        if self.handed_off:
+            return  # the successor answers it: the client sends it again once it has resumed there
         admission = self.state.receive(frame, time.monotonic())
         if admission is APPLY_NOW:
             # Applied in the caller's task (the connection's reader): no task per request. The
@@ -311,6 +367,8 @@ class Session:
         elif kind is Reset:
             self.history.record(frame, reply, len(data))
         ending = self.state.finish(frame, (reply, data), time.monotonic())
+        if context.journal is not None:
+            context.journal.answered(self.id, frame, data)  # before it is sent: a repeat after a restart finds it
         await self._send(reply, data)
         if ending is not None:
             await self.close(ending, notify=False)
@@ -348,9 +406,11 @@ class Session:
 
     async def close(self, reason: str, notify: bool = True, code: int = 1000) -> None:
         """End the session: drop it, stop its sandbox, tell and release the client."""
-        if not self.state.close(reason):
+        if self.handed_off or not self.state.close(reason):
             return
         self.context.forget(self)
+        if self.context.journal is not None:
+            self.context.journal.closed_session(self.id)
         if self.tap is not None:
             self.tap.close(reason)
         self.context.metrics.session_closed()
@@ -365,6 +425,13 @@ class Session:
                     closed = Closed(reason=reason)
                     await sink.send(closed, encode(closed))
                 await sink.close(code, reason[:120])
+
+    def hand_off(self) -> None:
+        """Stop answering: the session's state is written and a successor takes it (and its sandbox) over."""
+        self.handed_off = True
+        self.state.queue.clear()  # not applied here: the client sends them again to the successor
+        if self._watch_scope is not None:
+            self._watch_scope.cancel()
 
     def describe(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -406,6 +473,8 @@ class SessionManager:
         self.default_env = next(iter(specs))
         self.backend = backend
         backend.max_frame_bytes = config.max_sandbox_frame_bytes
+        if config.state_dir:
+            backend.adopt_grace = config.adopt_grace  # its sandboxes wait this long for the next server
         self.config = config
         backend.node = config.node or ""  # the ids it hands out name this node
         self.sessions: dict[str, Session] = {}
@@ -413,6 +482,15 @@ class SessionManager:
         self.opening = 0
         self.metrics: Metrics = Metrics() if config.metrics else NullMetrics()
         backend.timings = self.metrics  # the backend's start stages and pool events go to /metrics
+        self.journal = (
+            Journal(config.state_dir, reply_cache=config.reply_cache, max_history_bytes=config.max_history_bytes)
+            if config.state_dir
+            else None
+        )
+        self.lost: dict[str, tuple[str, str]] = {}
+        """Sessions a restart could not restore: id -> (token hash, why), told to a client that resumes one."""
+        self.restart: dict[str, Any] = {}
+        """What the last start took back from the state directory (``/healthz``'s ``restart``)."""
         self.tasks = TaskOwner()
         """Short tasks that must not hold up their caller: multiplexed requests."""
         self.context = SessionContext(
@@ -440,6 +518,7 @@ class SessionManager:
             metrics=self.metrics,
             tasks=self.tasks,
             forget=self._forget,
+            journal=self.journal,
         )
         self._schemas = {name: _published(spec) for name, spec in specs.items()}
         self._by_open_key: dict[str, Session | _Opening] = {}
@@ -513,11 +592,135 @@ class SessionManager:
         with anyio.move_on_after(self.config.drain_timeout):
             while any(s.busy for s in self.sessions.values()):
                 await anyio.sleep(0.05)
+        if self.config.handoff and self.journal is not None:
+            await self._hand_off(self.journal)
+            self._drained.set()
+            return
         async with anyio.create_task_group() as tg:
             for session in list(self.sessions.values()):
                 tg.start_soon(session.close, "server shutting down", True, 1001)
         await self.backend.aclose()
         self._drained.set()
+
+    async def _hand_off(self, journal: Journal) -> None:
+        """Leave every session to the next server on the state directory: state written, sandboxes left running."""
+        sessions = list(self.sessions.values())
+        for session in sessions:
+            session.hand_off()
+        saved = [session.saved() for session in sessions]
+        await anyio.to_thread.run_sync(journal.write_state, self.backend.instance, saved)
+        journal.stop()
+        log.info("handed off %d sessions (state in %s)", len(sessions), journal.dir)
+        await self.backend.hand_off([session.sandbox for session in sessions])
+        await self.backend.aclose()
+
+    # ------------------------------------------------------------ restarts (serve --state-dir)
+
+    def load_state(self) -> SavedState | None:
+        """What a previous server left in the state directory (blocking; before the backend starts).
+
+        Waits while another server holds the directory: one started before its predecessor finished
+        handing off takes over right after it.
+        """
+        if self.journal is None:
+            return None
+        saved = self.journal.load()
+        if saved is not None:
+            self.backend.take_over(saved.instance)
+        return saved
+
+    async def restore(self, saved: SavedState | None) -> None:
+        """Take back the sessions of ``saved``: adopt their sandboxes, else replay their episodes, else say why.
+
+        Called once the backend and :meth:`run` have started, before the server accepts
+        connections. Writes a fresh state file (the sessions taken back) and starts its journal.
+        """
+        journal = self.journal
+        if journal is None:
+            return
+        started = time.perf_counter()
+        outcome: dict[str, str] = {}
+        if saved is not None and saved.sessions:
+
+            async def one(item: SavedSession) -> None:
+                outcome[item.id] = await self._take_back(item)
+
+            async with anyio.create_task_group() as tg:
+                for item in saved.sessions.values():
+                    tg.start_soon(one, item)
+        await self.backend.adopted()
+        kept = [session.saved() for session in self.sessions.values()]
+        await anyio.to_thread.run_sync(journal.write_state, self.backend.instance, kept)
+        counts = {how: list(outcome.values()).count(how) for how in ("adopted", "replayed", "lost")}
+        self.restart = {**counts, "seconds": round(time.perf_counter() - started, 3)}
+        if saved is not None:
+            log.info("restart: sessions %s in %.2fs", counts, time.perf_counter() - started)
+        self.spawn(self._sync_journal, journal)
+
+    async def _sync_journal(self, journal: Journal) -> None:
+        while not journal.closed:
+            await anyio.sleep(FSYNC_INTERVAL)
+            if journal.needs_compaction:
+                saved = [s.saved() for s in self.sessions.values()]
+                await anyio.to_thread.run_sync(journal.write_state, self.backend.instance, saved)
+            elif journal.dirty:
+                await anyio.to_thread.run_sync(journal.sync)
+
+    async def _take_back(self, saved: SavedSession) -> str:
+        """One session of the state directory: ``adopted``, ``replayed`` or ``lost`` (with why, for its client)."""
+        spec = self.specs.get(saved.env)
+        if spec is None:
+            why = f"session {saved.id}: its environment {saved.env!r} is no longer served"
+            self.lost[saved.id] = (saved.token_hash, why)
+            return "lost"
+        history = saved.episode(self.config.max_history_bytes)
+        how = "adopted"
+        try:
+            sandbox = await self.backend.adopt(spec, saved.sandbox, saved.options)
+        except Exception as exc:
+            gone = f"{exc}" or type(exc).__name__
+            how = "replayed"
+            try:
+                sandbox = await self._replayed(spec, saved, history)
+            except Exception as replay_exc:
+                why = (
+                    f"session {saved.id} did not survive the server restart: its sandbox is gone ({gone}) and its "
+                    f"episode could not be replayed in a new one: {replay_exc}"
+                )
+                log.warning("%s", why)
+                self.lost[saved.id] = (saved.token_hash, why)
+                return "lost"
+            log.info("session %s: sandbox gone (%s); episode replayed (%d steps)", saved.id, gone, history.steps)
+        session = Session(self.context, saved.id, spec, sandbox, None, self._schemas[spec.name], saved.options, history)
+        session.owner = saved.owner
+        session.open_key = saved.open_key
+        session.restore_state(saved)
+        self.sessions[session.id] = session
+        if saved.open_key:
+            self._by_open_key[saved.open_key] = session
+        self.metrics.session_opened()
+        if sandbox.isolated:
+            self.spawn(session.watch_sandbox)
+        return how
+
+    async def _replayed(self, spec: EnvSpec, saved: SavedSession, history: EpisodeHistory) -> Sandbox:
+        """A new sandbox holding the episode of ``saved``, by replay (checked step by step)."""
+        if history.started:
+            if capture_method(spec.cls) == "none":
+                raise NotCopyableError(f"{spec.name} declares that its episodes cannot be copied")
+            if history.dropped:
+                raise NotCopyableError(
+                    f"the episode outgrew the history a replay needs ({self.config.max_history_bytes} bytes)"
+                )
+        sandbox = await self._start_sandbox(spec, saved.options)
+        if history.started:
+            try:
+                await by_replay(history.entries, FieldFilter(spec.cls.nondeterministic_fields))(sandbox)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await sandbox.close()
+                raise
+        return sandbox
 
     def _forget(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
@@ -573,6 +776,8 @@ class SessionManager:
                 raise
             session.open_key = frame.open_key
             self._by_open_key[frame.open_key] = session
+            if self.journal is not None:
+                self.journal.keyed(session.id, frame.open_key)
             opening.done(session)
             return session
         return await self._open_new(frame, sink, owner)
@@ -596,10 +801,15 @@ class SessionManager:
         return await self._new_session(self.spec(frame.env), frame.options, sink, owner=owner)
 
     async def _new_copy(
-        self, spec: EnvSpec, options: dict[str, Any], restore: Restore, history: EpisodeHistory
+        self,
+        spec: EnvSpec,
+        options: dict[str, Any],
+        restore: Restore,
+        history: EpisodeHistory,
+        owner: str | None = None,
     ) -> Session:
         """A copy of an episode (a fork's child): held detached until its client resumes it."""
-        return await self._new_session(spec, options, None, restore, history)
+        return await self._new_session(spec, options, None, restore, history, owner)
 
     async def _new_session(
         self,
@@ -635,6 +845,8 @@ class SessionManager:
         session = Session(self.context, sandbox.session_id, spec, sandbox, sink, schemas, options, history)
         session.owner = owner
         self.sessions[session.id] = session
+        if self.journal is not None:
+            self.journal.opened(session.saved())
         if self.config.record_dir:
             header = self._recording_header(session, options)
             session.tap = recording_tap(header, session.created, self.config.record_dir)
@@ -689,12 +901,17 @@ class SessionManager:
                 fatal=True,
             )
         session = self.sessions.get(frame.session_id or "")
-        given = (frame.resume_token or "").encode()  # bytes: compare_digest refuses non-ASCII str
-        if session is None or not secrets.compare_digest(session.token.encode(), given):
+        given = frame.resume_token or ""
+        if session is None or not session.holds_token(given):
+            lost = self.lost.get(frame.session_id or "")
+            if lost is not None and secrets.compare_digest(lost[0], token_hash(given)):
+                raise SandboxLostError(lost[1], fatal=True)
             raise SessionLostError(
                 f"session {frame.session_id!r} cannot be resumed: unknown, expired or closed",
                 fatal=True,
             )
+        if not session.token:
+            session.token = given  # a session taken back after a restart: only the token's hash was kept
         previous = session.attach(sink, frame.last_seen)
         self.metrics.resumed()
         if previous is not None:
@@ -716,6 +933,7 @@ class SessionManager:
             "opening": self.opening,
             "max_sessions": self.config.max_sessions,
             "capacity_left": max(0, self.config.max_sessions - held - self.opening),
+            **({"restart": self.restart} if self.restart else {}),
         }
 
     def snapshot(self) -> ServerSnapshot:

@@ -54,6 +54,8 @@ def _serve(args: argparse.Namespace) -> int:
         step_timeout=args.step_timeout,
         max_starting=args.max_starting,
         drain_timeout=args.drain_timeout,
+        handoff=args.handoff,
+        adopt_grace=args.adopt_grace,
         **{name: getattr(args, name) for name in _BOUNDS},
         node=node,
         **settings,
@@ -110,10 +112,17 @@ def _serve_settings(args: argparse.Namespace) -> dict[str, Any]:
     except TokenFileError as exc:
         raise SystemExit(f"openenv-ws serve: {exc}") from None
     configure(args.log_level, args.log_format, [form for grant in grants for form in secret_forms(grant.token)])
-    for option, value in (("--record", args.record), ("--checkpoint-dir", args.checkpoint_dir)):
+    for option, value in (
+        ("--record", args.record),
+        ("--checkpoint-dir", args.checkpoint_dir),
+        ("--state-dir", args.state_dir),
+    ):
         if value:
             _writable_dir(option, Path(value))
+    if args.handoff and not args.state_dir:
+        raise SystemExit("openenv-ws serve: --handoff needs --state-dir (where the sessions are handed over)")
     return {
+        "state_dir": str(args.state_dir) if args.state_dir else None,
         "record_dir": str(args.record) if args.record else None,
         "checkpoint_dir": str(args.checkpoint_dir) if args.checkpoint_dir else None,
         "tokens": tuple(grants),
@@ -338,6 +347,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--step-timeout", type=float, default=None, help="deadline of one reset/step (s)")
     serve.add_argument("--max-starting", type=int, default=16, help="sandboxes starting at once")
     serve.add_argument("--drain-timeout", type=float, default=30.0, help="on shutdown, wait for steps (s)")
+    restarts = serve.add_argument_group("restarts (docs/operations.md, 'Restarts')")
+    restarts.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="keep the sessions' resume state here; a server started again on DIR takes them back",
+    )
+    restarts.add_argument(
+        "--handoff",
+        action="store_true",
+        help="on SIGTERM, leave sessions and sandboxes to the next server on --state-dir instead of closing them",
+    )
+    restarts.add_argument(
+        "--adopt-grace",
+        type=float,
+        default=300.0,
+        help="with --state-dir: how long a Docker sandbox waits for the next server after this one is gone (s)",
+    )
     from ..server.config import ServerConfig
 
     defaults = ServerConfig()

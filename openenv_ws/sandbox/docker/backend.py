@@ -33,6 +33,7 @@ from ...units import parse_size
 from ..base import Backend, Sandbox, new_session_id
 from ..relay import RelaySandbox
 from . import reaper
+from .adopt import reattach
 from .containers import (
     FAST_RUNTIME,
     IPC_ROOT,
@@ -55,6 +56,13 @@ log = logging.getLogger("openenv_ws.sandbox.docker")
 
 EXIT_REASON_WAIT = 3.0
 """After end-of-stream, how long to wait for the engine to report the exit (it is usually ms)."""
+
+
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        return [child for child in path.iterdir() if child.is_dir()]
+    except FileNotFoundError:
+        return []
 
 
 class DockerSandbox(RelaySandbox):
@@ -81,6 +89,9 @@ class DockerSandbox(RelaySandbox):
     async def wait_exit(self) -> str:
         await self.container.watch.exited.wait()
         return await self._backend._exit_reason(self.container, self._memory)
+
+    def ref(self) -> dict[str, Any]:
+        return {"container": self.container.id, "ipc": self.container.session_id}
 
 
 class DockerBackend(Backend):
@@ -158,9 +169,13 @@ class DockerBackend(Backend):
         self._pools: dict[str, WarmPool] = {}
         self._live: dict[str, Container] = {}  # every container this server holds, pooled or in a session
         self._launching = 0  # containers starting right now (never above max_starting)
+        self._starting: set[str] = set()  # their sessions: not yet in _live, and not a predecessor's
         self._stopped = anyio.Event()
         self._closing = False
         self.orphans_removed = 0
+        self._kept: set[str] = set()
+        self._kept_dirs: set[str] = set()
+        """Containers handed to the next server (``hand_off``): left running when this one stops."""
 
     # ------------------------------------------------------------ lifetime
 
@@ -177,7 +192,9 @@ class DockerBackend(Backend):
                 self._slots = StartSlots(self.max_starting, tg)
                 await tg.start(monitor.run)
                 self._monitor = monitor
-                await anyio.to_thread.run_sync(reaper.write_owner, self.ipc_dir, self.owner)
+                if self.adopt_grace:  # serve --state-dir: the containers belong to the instance, not to this process
+                    self.owner = dataclasses.replace(self.owner, adopt_dir=str(self.ipc_dir))
+                await anyio.to_thread.run_sync(reaper.write_owner, self.ipc_dir, self.owner, self.adopt_grace)
                 await self._sweep()  # what a crashed predecessor left, before anything new starts
                 for spec in specs:
                     await self._warn_if_missing(spec)
@@ -233,15 +250,23 @@ class DockerBackend(Backend):
             for pool in self._pools.values():
                 for container in pool.close():
                     await container.channel.aclose()
+            for container in self._live.values():
+                if container.id in self._kept:
+                    await container.channel.aclose()  # its worker waits for the next server
             mine = await reaper.managed_containers(ops, self.owner.instance)
-            leftovers = [(info, "server shutting down") for info in mine]
+            leftovers = [(info, "server shutting down") for info in mine if info["Id"] not in self._kept]
             removed = await reaper.remove_all(ops, leftovers)
             if removed:
                 log.info("docker backend %s: removed %d containers", self.owner.instance, len(removed))
         except docker.errors.DockerException as exc:
             log.warning("docker backend %s: cleanup failed: %s", self.owner.instance, exc)
         self._live.clear()
-        await remove_dir(self.ipc_dir)
+        if self._kept:  # a hand-off: the kept containers' socket directories stay (they are bind-mounted)
+            for directory in await anyio.to_thread.run_sync(_subdirs, self.ipc_dir):
+                if directory.name not in self._kept_dirs:
+                    await remove_dir(directory)
+        else:
+            await remove_dir(self.ipc_dir)
         await ops.aclose()
 
     async def _sweep(self) -> None:
@@ -255,7 +280,9 @@ class DockerBackend(Backend):
 
     async def _reap_forever(self) -> None:
         while True:
-            await anyio.sleep(self.reap_interval)
+            await anyio.sleep(min(self.reap_interval, self.adopt_grace / 3) if self.adopt_grace else self.reap_interval)
+            if self.adopt_grace:  # renew how long a successor may take these containers over
+                await anyio.to_thread.run_sync(reaper.write_owner, self.ipc_dir, self.owner, self.adopt_grace)
             try:
                 await self._sweep()
             except docker.errors.DockerException as exc:
@@ -315,6 +342,7 @@ class DockerBackend(Backend):
             reaper.LEASE: str(int(time.time() + self.lease_s)),
         }
         self._launching += 1
+        self._starting.add(session_id)
         try:
             try:
                 container = await self._launch_with(spec, labels, session_id)
@@ -330,6 +358,7 @@ class DockerBackend(Backend):
                 container = await self._launch_with(spec, labels, session_id)
         finally:
             self._launching -= 1
+            self._starting.discard(session_id)
         self._live[container.id] = container
         return container
 
@@ -346,6 +375,7 @@ class DockerBackend(Backend):
             ready_timeout=self.ready_timeout,
             build_hint=build_command(spec),
             runtime=self.runtime,
+            worker_args=("--reconnect", f"{self.adopt_grace:g}") if self.adopt_grace else (),
         )
 
     # ------------------------------------------------------------ what a pool asks (PoolEngine)
@@ -378,6 +408,48 @@ class DockerBackend(Backend):
             if self._monitor is not None:
                 self._monitor.forget(container.id)
             await remove_dir(container.ipc_dir)
+
+    # ------------------------------------------------------------ restarts (serve --state-dir: adopt.py)
+
+    @property
+    def instance(self) -> str | None:  # type: ignore[override]
+        return self.owner.instance
+
+    def take_over(self, instance: str | None) -> None:
+        if instance and self._tg is None:
+            self.owner = dataclasses.replace(self.owner, instance=instance)
+            self.ipc_dir = self.ipc_root / instance
+
+    async def adopt(self, spec: EnvSpec, ref: dict[str, Any], options: dict[str, Any]) -> Sandbox:
+        assert self._ops is not None and self._monitor is not None
+        container_id, ipc = ref.get("container"), ref.get("ipc")
+        if not container_id or not ipc:
+            raise SandboxStartError("no container was recorded for it", fatal=True)
+        # Not a start: no start slot taken (the Docker calls are bounded by the ops' threads).
+        container = await reattach(self._ops, self._monitor, container_id, self.ipc_dir / ipc, ipc, self.ready_timeout)
+        self._live[container.id] = container
+        sandbox = DockerSandbox(self, container, spec.cls.sandbox.memory)
+        await sandbox.handshake(spec.target, options, self.open_timeout)  # the worker answers opened(resumed)
+        return sandbox
+
+    async def adopted(self) -> None:
+        """Remove this instance's containers that no session took back (a predecessor's pool, dead ones)."""
+        assert self._ops is not None
+        mine = await reaper.managed_containers(self._ops, self.owner.instance)
+        doomed = [
+            (info, "no session claims it after the restart")
+            for info in mine
+            if info["Id"] not in self._live  # a predecessor's pool, or a session the journal lost
+            and (info.get("Labels") or {}).get(reaper.SESSION) not in self._starting  # our own pool, filling
+        ]
+        for item in await reaper.remove_all(self._ops, doomed):
+            log.info("removed unclaimed sandbox container %s", item)
+            await remove_dir(self.ipc_dir / item.session)
+
+    async def hand_off(self, sandboxes: Sequence[Sandbox]) -> None:
+        kept = [s.container for s in sandboxes if isinstance(s, DockerSandbox) and not s.container.exited]
+        self._kept = {c.id for c in kept}
+        self._kept_dirs = {c.ipc_dir.name for c in kept}
 
     async def _exit_reason(self, container: Container, memory: str) -> str:
         assert self._ops is not None

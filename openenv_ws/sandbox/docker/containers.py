@@ -184,8 +184,12 @@ async def launch(
     ready_timeout: float,
     build_hint: str,
     runtime: Runtime,
+    worker_args: tuple[str, ...] = (),
 ) -> Container:
-    """Create and start a container and wait until its worker connects (or it dies, or time runs out)."""
+    """Create and start a container and wait until its worker connects (or it dies, or time runs out).
+
+    ``worker_args``: more arguments of the worker (``--reconnect SECONDS``: it outlives its server).
+    """
     await anyio.Path(ipc_dir).mkdir(mode=0o755, parents=True)
     path = ipc_dir / SOCKET_NAME
     listener = await anyio.create_unix_listener(path)
@@ -193,7 +197,7 @@ async def launch(
     container_id = ""
     try:
         began = time.perf_counter()
-        container_id = await _create(ops, image, settings, labels, ipc_dir, build_hint, runtime)
+        container_id = await _create(ops, image, settings, labels, ipc_dir, build_hint, runtime, worker_args)
         exit_watch = monitor.watch(container_id)  # before start: no exit can be missed
         created = time.perf_counter()
         await ops.call(ops.api.start, container_id)
@@ -227,13 +231,14 @@ async def _create(
     ipc_dir: Path,
     build_hint: str,
     runtime: Runtime,
+    worker_args: tuple[str, ...] = (),
 ) -> str:
     user, environment = worker_identity(settings)
     try:
         created = await ops.call(
             ops.api.create_container,
             image,
-            command=["--connect", f"{IPC_MOUNT}/{SOCKET_NAME}"],
+            command=["--connect", f"{IPC_MOUNT}/{SOCKET_NAME}", *worker_args],
             user=user,
             environment=environment,
             labels=labels,

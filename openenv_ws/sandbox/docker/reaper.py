@@ -7,6 +7,13 @@ time (a reused pid does not look alive), and, for a server that itself runs in a
 containerized one by whether its container still runs; any other is trusted until the
 container's lease expires. A server removes at start what a crashed predecessor left, and
 again periodically; ``openenv-ws gc`` removes on demand.
+
+A server with a state directory (``serve --state-dir``) hands its containers to the next server on
+that directory, so they belong to its instance, not to one process: their labels name the
+instance's host directory (``openenv-ws.adopt-dir``) instead of a pid, and the owner file there
+names the process that holds the instance now and until when a successor may still take it over
+(``adopt-until``, renewed while the holder lives). Such a container is removed once its holder is
+gone and that time has passed.
 """
 
 from __future__ import annotations
@@ -39,6 +46,12 @@ BOOT = PREFIX + "boot"
 PID = PREFIX + "pid"
 PID_START = PREFIX + "pid-start"
 SERVER_CONTAINER = PREFIX + "server-container"
+ADOPT_DIR = PREFIX + "adopt-dir"
+"""On the containers of a server with a state directory: the instance's host directory (its owner file)."""
+HOLDER_PID = PREFIX + "holder-pid"
+HOLDER_PID_START = PREFIX + "holder-pid-start"
+ADOPT_UNTIL = PREFIX + "adopt-until"
+"""In such an instance's owner file: the process holding it, and until when a successor may take it over."""
 ENGINE = PREFIX + "engine"
 
 OWNER_FILE = "owner.json"
@@ -86,6 +99,8 @@ class Owner:
     container: str = ""
     engine: str = ""
     """The ID of the engine that runs ``container`` (directories may be shared by several engines)."""
+    adopt_dir: str = ""
+    """Set for a server with a state directory: its containers outlive it (see the module's doc)."""
 
     @classmethod
     def current(cls, instance: str) -> Owner:
@@ -93,16 +108,43 @@ class Owner:
         return cls(instance, socket.gethostname(), _boot_id(), pid, process_start(pid) or "", own_container())
 
     def labels(self) -> dict[str, str]:
+        held = {ADOPT_DIR: self.adopt_dir} if self.adopt_dir else {PID: str(self.pid), PID_START: self.pid_start}
         return {
             MANAGED: "1",
             SERVER: self.instance,
             HOST: self.host,
             BOOT: self.boot,
-            PID: str(self.pid),
-            PID_START: self.pid_start,
+            **held,
             **({SERVER_CONTAINER: self.container} if self.container else {}),
             **({ENGINE: self.engine} if self.engine else {}),
         }
+
+    def owner_file(self, adopt_grace: float) -> dict[str, str]:
+        """What the instance's owner file says: its labels and, when adoptable, who holds it until when."""
+        if not self.adopt_dir:
+            return self.labels()
+        holder = {HOLDER_PID: str(self.pid), HOLDER_PID_START: self.pid_start}
+        return {**self.labels(), **holder, ADOPT_UNTIL: f"{time.time() + adopt_grace:.0f}"}
+
+    def _judge_adoptable(self, labels: dict[str, str]) -> str | None:
+        """A container (or directory) of an instance that outlives its server: judged by its owner file."""
+        if labels.get(HOST) != self.host:
+            return None  # another host's: its lease decides (below, in judge)
+        if labels.get(BOOT) != self.boot:
+            return "its server ran before this host rebooted"
+        try:
+            held = json.loads((Path(labels[ADOPT_DIR]) / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            return "its server's directory is gone"
+        pid = held.get(HOLDER_PID, "")
+        if pid.isdigit() and process_start(int(pid)) == held.get(HOLDER_PID_START):
+            return None
+        try:
+            if time.time() < float(held.get(ADOPT_UNTIL, "")):
+                return None  # its server is gone: a successor on the same state directory may still take it
+        except ValueError:
+            pass
+        return "its server is gone and no successor took it over in time"
 
     def judge(self, labels: dict[str, str], running: frozenset[str] | None = None) -> str | None:
         """Why the server that labelled a container is gone, or None if it may be alive.
@@ -111,6 +153,8 @@ class Owner:
         """
         if labels.get(SERVER) == self.instance:
             return None
+        if labels.get(ADOPT_DIR) and labels.get(HOST) == self.host:
+            return self._judge_adoptable(labels)
         server_container = labels.get(SERVER_CONTAINER)
         same_engine = labels.get(ENGINE, self.engine) == self.engine  # ``running`` lists this engine's only
         if server_container and same_engine and running is not None and server_container not in running:
@@ -221,7 +265,7 @@ async def gc(*, dead_only: bool = False, server: str | None = None) -> list[Remo
     return removed
 
 
-def write_owner(directory: Path, owner: Owner) -> None:
+def write_owner(directory: Path, owner: Owner, adopt_grace: float = 0.0) -> None:
     """Create the server instance's host directory, with the owner file that lets others judge it.
 
     The directory is private (0700): a container reaches its session's socket through the
@@ -234,7 +278,9 @@ def write_owner(directory: Path, owner: Owner) -> None:
         os.chmod(root, 0o1777)
     directory.mkdir(mode=0o700, exist_ok=True)
     os.chmod(directory, 0o700)
-    (directory / OWNER_FILE).write_text(json.dumps(owner.labels()))
+    tmp = directory / (OWNER_FILE + ".tmp")
+    tmp.write_text(json.dumps(owner.owner_file(adopt_grace)))
+    tmp.replace(directory / OWNER_FILE)  # read by other servers at any time: never half written
 
 
 def dead_dirs(root: Path, me: Owner, running: frozenset[str]) -> list[Path]:
