@@ -155,17 +155,25 @@ async def solve_book_flight(env: EnvSession, first: Any) -> Any:
         obs = (await act(env, {"action": "click", "id": find(obs, name=direction)})).observation
     else:
         raise AssertionError(f"the date picker never showed {wanted}")
-    await act(env, {"action": "click", "id": find(obs, "link", str(day))})
-    obs = (await act(env, {"action": "noop", "wait_s": 0.6})).observation  # the picker fades out (400 ms)
+    for _ in range(5):  # a click while the picker still slides in may not take: look, and click again
+        await act(env, {"action": "click", "id": find(obs, "link", str(day))})
+        obs = (await act(env, {"action": "noop", "wait_s": 0.6})).observation  # the picker fades out (400 ms)
+        picked = next(e for e in elements(obs) if e.role == "textbox" and "readonly" in e.rest)
+        if 'value=""' not in picked.rest:
+            break
     obs = (await act(env, {"action": "click", "id": find(obs, "button", "Search")})).observation
-    flights = []  # (duration in minutes, price, the button's id), in page order
-    duration = None
-    for e in elements(obs):
-        if re.fullmatch(r"\d+h \d+m", e.name):
-            hours, minutes = map(int, re.findall(r"\d+", e.name))
-            duration = hours * 60 + minutes
-        if e.role == "button" and e.name.startswith("Book flight for $"):
-            flights.append((duration, int(e.name.rsplit("$", 1)[1]), e.id))
+    flights: list[tuple[int | None, int, int]] = []  # (duration in minutes, price, the button's id), in page order
+    for _ in range(5):  # the results render after the click (slowly on a loaded machine)
+        duration = None
+        for e in elements(obs):
+            if re.fullmatch(r"\d+h \d+m", e.name):
+                hours, minutes = map(int, re.findall(r"\d+", e.name))
+                duration = hours * 60 + minutes
+            if e.role == "button" and e.name.startswith("Book flight for $"):
+                flights.append((duration, int(e.name.rsplit("$", 1)[1]), e.id))
+        if flights:
+            break
+        obs = (await act(env, {"action": "noop", "wait_s": 0.5})).observation
     assert flights, obs["page"]
     best = min(flights, key=lambda f: f[0] if which == "shortest" else f[1])
     return await act(env, {"action": "click", "id": best[2]})

@@ -317,8 +317,10 @@ async def discover(url: str, headers: dict[str, str] | None = None, **options: A
     try:
         cluster = cluster or Cluster(url, headers, **options)
         listed = await cluster.refresh(DISCOVERY_TIMEOUT)
-        if listed is None:  # nothing answers: not kept, so the next caller asks again
-            return None
+        if listed is None:  # nothing answers now: not kept, so the next caller asks again
+            # A cluster known a moment ago is still that cluster (a rolling update, a loaded node):
+            # its sessions open on whichever node answers then. Never known: a plain server, or none.
+            return cluster if cluster.nodes else None
         if not listed:
             known[key] = (None, time.monotonic() + DISCOVERY_TTL)
             return None
