@@ -219,8 +219,8 @@ class Cluster:
             if status == 200 and isinstance(body, dict) and isinstance(body.get("nodes"), list):
                 self.update(body["nodes"])
                 return True
-            if base == http_base(self.seed) and not self.nodes:
-                return False
+            if status == 404 and base == http_base(self.seed) and not self.nodes:
+                return False  # no such route: a plain server (a 503 while a node drains says nothing)
         return None
 
     def update(self, entries: list[dict[str, Any]]) -> None:
