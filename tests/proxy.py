@@ -31,9 +31,13 @@ class CuttableProxy:
                     try:
                         async with anyio.create_task_group() as tg:
                             tg.start_soon(self._pump, client, upstream, tg.cancel_scope)
-                            tg.start_soon(self._pump, upstream, client, tg.cancel_scope)
+                            tg.start_soon(self._pump_down, upstream, client, tg.cancel_scope)
                     finally:
                         self._links.discard(scope)
+
+    async def _pump_down(self, src: anyio.abc.ByteStream, dst: anyio.abc.ByteStream, scope: anyio.CancelScope) -> None:
+        """What the server sends to the client (a subclass may hold it back)."""
+        await self._pump(src, dst, scope)
 
     @staticmethod
     async def _pump(src: anyio.abc.ByteStream, dst: anyio.abc.ByteStream, scope: anyio.CancelScope) -> None:

@@ -220,22 +220,6 @@ class HoldingProxy(CuttableProxy):
         super().__init__(target_port)
         self.holding = False
 
-    async def _link(self, client) -> None:
-        async with client:
-            try:
-                upstream = await anyio.connect_tcp("127.0.0.1", self.target_port)
-            except OSError:
-                return
-            async with upstream:
-                with anyio.CancelScope() as scope:
-                    self._links.add(scope)
-                    try:
-                        async with anyio.create_task_group() as tg:
-                            tg.start_soon(self._pump, client, upstream, tg.cancel_scope)
-                            tg.start_soon(self._pump_down, upstream, client, tg.cancel_scope)
-                    finally:
-                        self._links.discard(scope)
-
     async def _pump_down(self, src, dst, scope) -> None:
         try:
             async for chunk in src:
