@@ -128,6 +128,8 @@ class Cluster:
         self.checked = 0.0
         """When the nodes were last checked (monotonic)."""
         self.lost_total = 0
+        self.unanswered: list[str] = []
+        """Why the nodes asked in the last :meth:`refresh` gave no list of members."""
         self._leading = False
         self._handover = anyio.Event()
 
@@ -211,16 +213,19 @@ class Cluster:
         answering = [http_base(n.url) for n in self.nodes.values() if n.status == "ok"]
         random.shuffle(answering)  # the question is spread over the nodes
         sources = [*answering, http_base(self.seed), *(http_base(n.url) for n in self.nodes.values())]
+        self.unanswered = []
         for base in dict.fromkeys(sources):
             try:
                 status, body = await get_json(base + "/v1/cluster", self.headers, timeout or self.heartbeat)
-            except OSError:
+            except OSError as exc:
+                self.unanswered.append(str(exc))
                 continue
             if status == 200 and isinstance(body, dict) and isinstance(body.get("nodes"), list):
                 self.update(body["nodes"])
                 return True
             if status == 404 and base == http_base(self.seed) and not self.nodes:
                 return False  # no such route: a plain server (a 503 while a node drains says nothing)
+            self.unanswered.append(f"{base}/v1/cluster answered HTTP {status}")
         return None
 
     def update(self, entries: list[dict[str, Any]]) -> None:
@@ -320,7 +325,12 @@ async def discover(url: str, headers: dict[str, str] | None = None, **options: A
         if listed is None:  # nothing answers now: not kept, so the next caller asks again
             # A cluster known a moment ago is still that cluster (a rolling update, a loaded node):
             # its sessions open on whichever node answers then. Never known: a plain server, or none.
-            return cluster if cluster.nodes else None
+            if cluster.nodes:
+                return cluster
+            log.warning(
+                "%s: no answer to the cluster question, used as one server (%s)", url, "; ".join(cluster.unanswered)
+            )
+            return None
         if not listed:
             known[key] = (None, time.monotonic() + DISCOVERY_TTL)
             return None
