@@ -6,7 +6,9 @@ or a FastAPI ``TestClient`` on an in-memory app), these start ours: a real ``ope
 on 127.0.0.1 (:class:`tests.conftest.ServerProcess`), on the in-process and the subprocess
 backends, serving the same OpenEnv environment classes through ``from_openenv``.
 :class:`ServerClient` stands in for ``TestClient``, with the same calls, over real HTTP and
-WebSocket connections to that server. The test bodies are OpenEnv's.
+WebSocket connections to that server. The test bodies are OpenEnv's; ``conftest.py`` only adds
+or takes away marks: xfail where OpenEnv's own server fails too, and OpenEnv's skip of two
+concurrency tests, whose condition our server meets.
 
 OpenEnv's example environments (``echo_env``, ``connect4_env``) are not on PyPI: the tests that
 use them take OpenEnv's own from ``$OPENENV_SRC/envs`` when ``OPENENV_SRC`` names a copy of
