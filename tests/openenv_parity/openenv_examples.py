@@ -1,5 +1,6 @@
-"""OpenEnv's example environments (``echo_env``, ``connect4_env``, from ``$OPENENV_SRC/envs``) as
-openenv-ws serves them: ``openenv-ws serve tests.openenv_parity.openenv_examples:Echo``.
+"""OpenEnv's example environments (``echo_env``, ``connect4_env``) as openenv-ws serves them:
+``openenv-ws serve tests.openenv_parity.openenv_examples:Echo``. OpenEnv's own from
+``$OPENENV_SRC/envs``, or else our stand-ins (see :mod:`tests.openenv_parity.example_envs`).
 
 What OpenEnv's own ``server/app.py`` of each passes to its ``create_app`` is passed to
 ``from_openenv`` here.
@@ -7,15 +8,12 @@ What OpenEnv's own ``server/app.py`` of each passes to its ``create_app`` is pas
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
+
+from tests.openenv_parity.example_envs import put_example_envs_on_path
 
 sys.modules.setdefault("gradio", None)  # type: ignore[arg-type]  # OpenEnv's optional web UI: slow to import
-
-_envs = Path(os.environ.get("OPENENV_SRC", "/nonexistent")) / "envs"
-if _envs.is_dir() and str(_envs) not in sys.path:
-    sys.path.insert(0, str(_envs))  # a subprocess sandbox inherits the server's sys.path
+put_example_envs_on_path()  # in the server, before the imports below; a subprocess sandbox inherits its sys.path
 
 from connect4_env.models import Connect4Action, Connect4Observation, Connect4State  # noqa: E402
 from connect4_env.server.connect4_environment import Connect4Environment  # noqa: E402

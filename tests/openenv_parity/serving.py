@@ -6,17 +6,19 @@ or a FastAPI ``TestClient`` on an in-memory app), these start ours: a real ``ope
 on 127.0.0.1 (:class:`tests.conftest.ServerProcess`), on the in-process and the subprocess
 backends, serving the same OpenEnv environment classes through ``from_openenv``.
 :class:`ServerClient` stands in for ``TestClient``, with the same calls, over real HTTP and
-WebSocket connections to that server. The test bodies are OpenEnv's.
+WebSocket connections to that server. The test bodies are OpenEnv's; ``conftest.py`` only adds
+or takes away marks: xfail where OpenEnv's own server fails too, and OpenEnv's skip of two
+concurrency tests, whose condition our server meets.
 
 OpenEnv's example environments (``echo_env``, ``connect4_env``) are not on PyPI: the tests that
-use them need a copy of OpenEnv's ``envs/`` folder, named by ``OPENENV_SRC`` (the folder that
-holds ``envs/``), and are skipped without it.
+use them take OpenEnv's own from ``$OPENENV_SRC/envs`` when ``OPENENV_SRC`` names a copy of
+OpenEnv's repository, and otherwise our stand-ins with the same API (``stand_ins/``; see
+:mod:`tests.openenv_parity.example_envs`), so that they run in CI.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,31 +26,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from websockets.sync.client import connect as ws_connect
 
 from tests.conftest import ServerProcess
+
+from .example_envs import put_example_envs_on_path
 
 sys.modules.setdefault("gradio", None)  # type: ignore[arg-type]  # see tests/openenv_envs.py
 
 BACKENDS = ("inprocess", "subprocess")
 
 
-def openenv_envs_dir() -> Path | None:
-    """OpenEnv's ``envs/`` folder, if ``OPENENV_SRC`` names a copy of OpenEnv's repository."""
-    src = os.environ.get("OPENENV_SRC")
-    if not src or not (Path(src) / "envs" / "echo_env").is_dir():
-        return None
-    return Path(src) / "envs"
-
-
 def need_openenv_envs() -> Path:
-    found = openenv_envs_dir()
-    if found is None:
-        pytest.skip("OpenEnv's example envs are not on PyPI: set OPENENV_SRC to a copy of OpenEnv's repository")
-    if str(found) not in sys.path:
-        sys.path.insert(0, str(found))  # echo_env, connect4_env as top-level packages
-    return found
+    """Put ``echo_env`` and ``connect4_env`` on the path: OpenEnv's (``$OPENENV_SRC/envs``) or the stand-ins."""
+    return put_example_envs_on_path()
 
 
 @contextmanager

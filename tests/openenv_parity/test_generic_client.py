@@ -5,7 +5,8 @@
 # What is changed, and only that: how the server starts. ``local_echo_server`` starts a real
 # ``openenv-ws serve`` on 127.0.0.1 serving OpenEnv's echo env through ``from_openenv`` (in-process
 # and subprocess backends) instead of expecting OpenEnv's uvicorn on localhost:8000 (and skipping
-# without it). OpenEnv's ``echo_env`` comes from $OPENENV_SRC/envs; skipped without it.
+# without it). ``echo_env`` is OpenEnv's from $OPENENV_SRC/envs, or else our stand-in
+# (stand_ins/echo_env: MCP-only like OpenEnv's, so these tests fail the same way; see conftest.py).
 # The test bodies are OpenEnv's. See tests/openenv_parity/serving.py.
 # Copyright (c) Meta Platforms, Inc. and affiliates.
 # All rights reserved.

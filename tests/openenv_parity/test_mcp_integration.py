@@ -4,8 +4,8 @@
 # ``openenv-ws serve`` on 127.0.0.1 serving OpenEnv's EchoEnvironment through ``from_openenv``
 # (in-process and subprocess backends) instead of OpenEnv's ``create_fastapi_app``, and
 # ``TestClient`` is ServerClient (the same calls over real connections). OpenEnv's ``echo_env``
-# is imported from $OPENENV_SRC/envs (skipped without it), as OpenEnv's own test setup puts it on
-# the path.
+# is imported from $OPENENV_SRC/envs, as OpenEnv's own test setup puts it on the path, or else is
+# our stand-in with the same API (stand_ins/echo_env; see example_envs.py).
 # The test bodies are OpenEnv's. See tests/openenv_parity/serving.py.
 # Copyright (c) Meta Platforms, Inc. and affiliates.
 # All rights reserved.
@@ -42,7 +42,7 @@ from .serving import ServerClient as TestClient
 
 @pytest.fixture(autouse=True)
 def _openenv_envs():
-    need_openenv_envs()  # echo_env from $OPENENV_SRC/envs
+    need_openenv_envs()  # echo_env from $OPENENV_SRC/envs, or the stand-in
 
 
 # =============================================================================

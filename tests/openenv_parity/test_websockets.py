@@ -1,12 +1,14 @@
 # Adapted from OpenEnv (meta-pytorch/OpenEnv, BSD-style licence, copyright Meta Platforms, Inc.
 # and affiliates): tests/envs/test_websockets.py, commit 685de411.
-# What is changed, and only that: how the server starts. ``run_server`` starts a real
-# ``openenv-ws serve`` on 127.0.0.1 on a free port (in-process and subprocess backends: every
-# server fixture is parametrized, and one server serves a test class), serving the same OpenEnv
-# environment classes through ``from_openenv`` (openenv_examples.py) instead of uvicorn on
-# OpenEnv's app module; the fixed ports go. OpenEnv's ``envs.echo_env`` and ``envs.connect4_env``
-# are imported as ``echo_env`` and ``connect4_env`` from $OPENENV_SRC/envs (this repository has
-# its own ``envs`` package); skipped without it.
+# What is changed, and only that: how the server starts, and two skips (below). ``run_server``
+# starts a real ``openenv-ws serve`` on 127.0.0.1 on a free port (in-process and subprocess
+# backends: every server fixture is parametrized, and one server serves a test class), serving the
+# same OpenEnv environment classes through ``from_openenv`` (openenv_examples.py) instead of
+# uvicorn on OpenEnv's app module; the fixed ports go. OpenEnv's ``envs.echo_env`` and
+# ``envs.connect4_env`` are imported as ``echo_env`` and ``connect4_env`` from $OPENENV_SRC/envs
+# (this repository has its own ``envs`` package), or else are our stand-ins with the same API
+# (stand_ins/; see example_envs.py). The two concurrency tests, which OpenEnv skips unless its
+# server is configured for concurrent sessions, run: ours is (conftest.py).
 # The test bodies are OpenEnv's. See tests/openenv_parity/serving.py.
 # Copyright (c) Meta Platforms, Inc. and affiliates.
 # All rights reserved.
@@ -41,7 +43,7 @@ from .serving import BACKENDS, need_openenv_envs, our_server
 
 @pytest.fixture(autouse=True)
 def _openenv_envs():
-    need_openenv_envs()  # echo_env, connect4_env from $OPENENV_SRC/envs
+    need_openenv_envs()  # echo_env, connect4_env from $OPENENV_SRC/envs, or the stand-ins
 
 
 _SERVED = {  # OpenEnv's app module -> the same env served by openenv-ws
