@@ -81,6 +81,30 @@ async def test_client_side_timeout_does_not_desync_the_next_call(inprocess_serve
         assert (await env.state())["step_count"] == 2
 
 
+async def test_each_pipelined_call_keeps_its_own_deadline(inprocess_server):
+    # One timer per session watches every call's deadline: it wakes the one past its own and not
+    # the one behind it, which waits for its reply (queued on the server after the slow one).
+    async with connect(inprocess_server.url, env="echo") as env:
+        await env.reset()
+        outcomes: dict[str, object] = {}
+
+        async def call(name: str, delay: float, timeout: float) -> None:
+            started = time.monotonic()
+            try:
+                result = await env.step({"message": name, "delay_s": delay}, timeout=timeout)
+                outcomes[name] = result.observation["echoed_message"]
+            except RequestTimeoutError:
+                outcomes[name] = ("timeout", time.monotonic() - started)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, "slow", 0.8, 0.2)
+            await anyio.sleep(0.01)  # numbered second
+            tg.start_soon(call, "behind", 0.0, 5.0)
+        kind, waited = outcomes["slow"]
+        assert kind == "timeout" and 0.15 < waited < 0.6, outcomes
+        assert outcomes["behind"] == "behind", outcomes
+
+
 async def test_graceful_shutdown_finishes_in_flight_steps_then_closes_sessions(start_server):
     srv = start_server("tests.helper_envs:FlakyEnv", "--sandbox", "subprocess", "--drain-timeout", "10")
     async with connect(srv.url) as busy, connect(srv.url) as idle:

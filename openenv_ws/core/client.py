@@ -40,6 +40,8 @@ class Call:
     events_seen: int = 0
     reply: ServerFrame | None = None
     error: OpenEnvWSError | None = None
+    deadline: float | None = None
+    """When the adapter stops waiting for it (its clock), if it watches one."""
 
     @property
     def ended(self) -> bool:
