@@ -45,6 +45,7 @@ class ServerProcess:
         self.http = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "openenv_ws", "serve", *args, "--port", str(self.port), "--log-level", log_level]
         self.log = open(ROOT / "tests" / f".server-{self.port}.log", "w+b")  # noqa: SIM115
+        self._output = ""
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ, **(env or {}))
         )
@@ -62,8 +63,8 @@ class ServerProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"server not ready in {timeout}s:\n{self.output()}")
+        self.stop()  # its output is kept until then: stop() closes and removes the log
+        raise RuntimeError(f"server not ready in {timeout}s:\n{self._output}")
 
     def health(self) -> dict:
         return httpx.get(self.http + "/healthz", timeout=5).json()
@@ -72,6 +73,8 @@ class ServerProcess:
         return httpx.get(self.http + "/v1/sessions", timeout=5).json()["sessions"]
 
     def output(self) -> str:
+        if self.log.closed:
+            return self._output
         self.log.flush()
         self.log.seek(0)
         return self.log.read().decode(errors="replace")
@@ -90,7 +93,9 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        self.log.close()
+        if not self.log.closed:
+            self._output = self.output()  # what it printed, still readable after the log is gone
+            self.log.close()
         Path(self.log.name).unlink(missing_ok=True)
 
 
