@@ -15,3 +15,6 @@ def test_demo_runs_episodes_and_exits_0():
     assert "OK: all episodes completed" in result.stdout
     assert "server stopped gracefully (exit code 0)" in result.stdout
     assert result.stdout.count("-> truncated") == 2  # each episode ran to its max_steps
+    # A clean run warns of nothing (the server's stop used to report its fork-server as dead).
+    output = result.stdout + result.stderr
+    assert [line for line in output.splitlines() if "WARNING" in line or "ERROR" in line] == [], output

@@ -264,11 +264,13 @@ class ForkServer:
         ours.setblocking(False)
         self._control, self.pid = ours, process.pid
         running()
+        died = False  # on its own (its control socket closed); else stopped here (the server stops)
         try:
             async with anyio.create_task_group() as tg:
                 if process.stdout is not None:
                     tg.start_soon(relay_output, process.stdout, f"forkserver:{self.target}", OutputLimits())
                 await self._read(ours)
+                died = True
                 tg.cancel_scope.cancel()
         finally:
             self._control = None
@@ -277,7 +279,7 @@ class ForkServer:
                     process.kill()
                 await process.wait()
             ours.close()
-            self._orphan_all(f"exit status {process.returncode}")
+            self._orphan_all(f"exit status {process.returncode}", died)
 
     async def _read(self, control: socket.socket) -> None:
         while True:
@@ -302,8 +304,12 @@ class ForkServer:
                     reply["child"] = self._children[message["pid"]] = ForkedChild(message["pid"], reply["output"])
                 event.set()
 
-    def _orphan_all(self, why: str) -> None:
-        log.warning("fork-server of %s died (%s); its %d workers die with it", self.target, why, len(self._children))
+    def _orphan_all(self, why: str, died: bool = True) -> None:
+        workers = len(self._children)
+        if died:
+            log.warning("fork-server of %s died (%s); its %d workers die with it", self.target, why, workers)
+        else:
+            log.info("fork-server of %s stopped (%d workers with it)", self.target, workers)
         for child in self._children.values():
             child.ended(-signal.SIGTERM)  # its death signal (PR_SET_PDEATHSIG); no status came
         self._children.clear()
