@@ -281,11 +281,11 @@ class DockerBackend(Backend):
     async def _reap_forever(self) -> None:
         while True:
             await anyio.sleep(min(self.reap_interval, self.adopt_grace / 3) if self.adopt_grace else self.reap_interval)
-            if self.adopt_grace:  # renew how long a successor may take these containers over
-                await anyio.to_thread.run_sync(reaper.write_owner, self.ipc_dir, self.owner, self.adopt_grace)
             try:
+                if self.adopt_grace:  # renew how long a successor may take these containers over
+                    await anyio.to_thread.run_sync(reaper.write_owner, self.ipc_dir, self.owner, self.adopt_grace)
                 await self._sweep()
-            except docker.errors.DockerException as exc:
+            except Exception as exc:  # best effort, again next round: an engine's odd answer must not stop the backend
                 log.warning("sweeping orphan containers failed: %s", exc)
 
     async def _warn_if_missing(self, spec: EnvSpec) -> None:

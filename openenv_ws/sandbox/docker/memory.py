@@ -17,6 +17,7 @@ from pathlib import Path
 
 import anyio
 import docker.errors
+import requests.exceptions
 
 from .containers import DockerOps
 
@@ -93,7 +94,9 @@ async def container_memory(ops: DockerOps, container_id: str) -> int | None:
         return measured
     try:
         stats = await ops.call(ops.api.stats, container_id, stream=False, one_shot=True)
-    except docker.errors.DockerException:
+    except (docker.errors.DockerException, requests.exceptions.RequestException, ValueError):
+        return None  # no answer, or not JSON (seen from an engine busy with a swarm node's comings and goings)
+    if not isinstance(stats, dict):
         return None
     memory = stats.get("memory_stats") or {}
     usage = memory.get("usage")

@@ -343,7 +343,11 @@ class WarmPool:
         """Charge the budget with what the pooled container really uses (after a pause under way)."""
         async with container.lock:
             pass
-        used = await self._engine.memory(container)
+        try:
+            used = await self._engine.memory(container)
+        except Exception as exc:  # it runs in the backend's task group: an error here must not stop the backend
+            log.warning("%s pool: could not measure %s: %s", self.name, container.id[:12], exc)
+            return
         if used is not None and container in self._ready:
             self._budget.charge(container.id, self.name, used)
             self._kick()
