@@ -33,23 +33,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
 import docker
+from serve_process import ServeProcess
 
 from openenv_ws import connect
 from openenv_ws.sandbox.base import START_STAGES
 from openenv_ws.tools.waves import burst, stages_markdown, start_stages, waves
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -81,35 +75,14 @@ def container_memory_mib(container_id: str) -> float | None:
     return None
 
 
-class Server:
+class Server(ServeProcess):
     """``openenv-ws serve ENV --sandbox docker`` on a free port, stopped and cleaned by its labels."""
 
     tree: Path | None = None
     """Run the server from this source tree instead (``--server-tree``: before/after comparisons)."""
 
     def __init__(self, image: str, *args: str, env: str = "echo") -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"ws://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "openenv_ws", "serve", env, "--sandbox", "docker", "--image", image]
-        cmd += ["--port", str(self.port), "--log-level", "warning", "--max-sessions", "1000", *args]
-        environ = dict(os.environ, PYTHONPATH=str(self.tree)) if self.tree else None
-        self.proc = subprocess.Popen(cmd, cwd=self.tree or ROOT, env=environ)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.instance = self.health()["backend"]["instance"]
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.proc.kill()
-                    raise RuntimeError("the server did not start") from None
-                time.sleep(0.1)
-
-    def health(self) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5) as r:
-            return json.loads(r.read())
+        super().__init__(env, "--sandbox", "docker", "--image", image, "--max-sessions", "1000", *args, tree=self.tree)
 
     def pool(self) -> dict:
         return self.health()["backend"]["pools"].get("echo", {})
@@ -117,26 +90,14 @@ class Server:
     def stages(self) -> dict:
         return start_stages(f"http://127.0.0.1:{self.port}")
 
-    def stop(self, client: docker.DockerClient) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        filters = {"label": [f"openenv-ws.server={self.instance}"]}
-        for container in client.containers.list(all=True, filters=filters, ignore_removed=True):
-            container.remove(force=True)
-
 
 @contextmanager
-def serving(client: docker.DockerClient, image: str, *args: str, env: str = "echo"):
+def serving(image: str, *args: str, env: str = "echo"):
     server = Server(image, *args, env=env)
     try:
         yield server
     finally:
-        server.stop(client)
+        server.stop()
 
 
 async def wait_pool(server: Server, ready: int, deadline: float) -> None:
@@ -312,18 +273,18 @@ async def main(args: argparse.Namespace) -> dict:
     out: dict = {"machine": {"cpus": os.cpu_count(), "mem_available_mib": round(mem_available_mib())}}
     fixed = [] if args.legacy else ["-B", "pool_demand=0"]  # the pool stays at --pool: no learning
     if "warm" in phases:
-        with serving(client, args.image, "--pool", str(args.pool), *args.server_args) as server:
+        with serving(args.image, "--pool", str(args.pool), *args.server_args) as server:
             out["warm"] = await sequential_opens(server, args.samples, args.pool, args.deadline)
             print("warm", json.dumps(out["warm"]), flush=True)
             report_stages(out, "warm", server)
     if "cold" in phases:
-        with serving(client, args.image, *fixed, *args.server_args) as server:
+        with serving(args.image, *fixed, *args.server_args) as server:
             out["cold"] = await sequential_opens(server, max(10, args.samples // 3), 0, args.deadline)
             print("cold", json.dumps(out["cold"]), flush=True)
             report_stages(out, "cold", server)
     if "burst" in phases:
         for pool in (0, args.pool):
-            with serving(client, args.image, "--pool", str(pool), *args.server_args) as server:
+            with serving(args.image, "--pool", str(pool), *args.server_args) as server:
                 if pool:
                     await wait_pool(server, pool, args.deadline)
                 out[f"burst_pool{pool}"] = await burst(server.url, args.burst, args.deadline)
@@ -331,21 +292,21 @@ async def main(args: argparse.Namespace) -> dict:
                 print(f"burst pool {pool}", json.dumps(out[f"burst_pool{pool}"]), flush=True)
                 report_stages(out, f"burst_pool{pool}", server)
     if "waves" in phases:
-        with serving(client, args.image, *args.server_args) as server:
+        with serving(args.image, *args.server_args) as server:
             out["waves"] = await waves(server.url, args.waves, args.wave_size, args.wave_pause, args.deadline)
             report_stages(out, "waves", server)
     if "idle" in phases:
         baseline = mem_available_mib()
-        with serving(client, args.image, "--pool", str(args.pool), *fixed, *args.server_args) as server:
+        with serving(args.image, "--pool", str(args.pool), *fixed, *args.server_args) as server:
             out["idle"] = await idle(server, client, args.pool, baseline, args.deadline)
             print("idle", json.dumps(out["idle"]), flush=True)
     if "hold" in phases:
         counts = [n for n in (50, 100, 150, 200) if n <= args.hold] or [args.hold]
-        with serving(client, args.image, "--idle-timeout", "3600", *args.server_args) as server:
+        with serving(args.image, "--idle-timeout", "3600", *args.server_args) as server:
             out["hold"] = await hold(server, client, counts, args.deadline)
     if "steps" in phases:
         for name in STEP_ENVS:
-            with serving(client, args.image, *args.server_args, env=name) as server:
+            with serving(args.image, *args.server_args, env=name) as server:
                 out[f"steps_{name}"] = await steps(server, name, args.step_sessions, args.steps, args.deadline)
                 print(f"steps {name}", json.dumps(out[f"steps_{name}"]), flush=True)
     client.close()

@@ -26,10 +26,7 @@ import argparse
 import json
 import os
 import re
-import signal
 import statistics
-import subprocess
-import sys
 import time
 import urllib.request
 from contextlib import AsyncExitStack
@@ -37,51 +34,16 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from serve_process import ServeProcess
 
 from openenv_ws import EnvSession, connect
-from openenv_ws.server.local import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
-class Server:
+class Server(ServeProcess):
     """``openenv-ws serve web`` on a free port; stopped by PID, its containers removed by label."""
 
     def __init__(self, sandbox: str, image: str | None) -> None:
-        self.port = free_port()
-        self.url = f"ws://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "openenv_ws", "serve", "web", "--sandbox", sandbox, "--port", str(self.port)]
-        cmd += ["--log-level", "warning", *(["--image", image] if image else [])]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5) as r:
-                    self.instance = json.loads(r.read())["backend"].get("instance")
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.proc.kill()
-                    raise RuntimeError("the server did not start") from None
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        if self.instance:
-            import docker
-
-            client = docker.from_env()
-            for container in client.containers.list(
-                all=True, filters={"label": [f"openenv-ws.server={self.instance}"]}, ignore_removed=True
-            ):
-                container.remove(force=True)
-            client.close()
+        super().__init__("web", "--sandbox", sandbox, *(["--image", image] if image else []))
 
 
 def summary(seconds: list[float]) -> dict[str, float]:
