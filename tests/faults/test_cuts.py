@@ -27,7 +27,9 @@ async def _cut_soon(proxy: CuttableProxy, delay: float) -> None:
 
 
 async def test_an_open_cut_while_its_sandbox_starts_lands_on_one_session(start_server):
-    srv = start_server("tests.helper_envs:FlakyEnv", "--sandbox", "subprocess")
+    # Spawned workers (no fork-server): a start then takes an interpreter's start, ~0.2-0.4 s, so the
+    # cut lands while the sandbox starts; a forked one can be ready before the cut.
+    srv = start_server("tests.helper_envs:FlakyEnv", "--sandbox", "subprocess", "-B", "forkserver=0")
     proxy = CuttableProxy(srv.port)
     async with anyio.create_task_group() as tg:
         port = await tg.start(proxy.run)
