@@ -196,8 +196,9 @@ async def test_a_session_whose_client_is_gone_can_still_be_driven_and_is_recorde
         assert resumed.resumed and resumed.last_applied == 3
         await ws.send(p.encode(p.Close(seq=4)))
         assert isinstance(p.decode_server(await ws.recv()), p.Closed)
+    assert wait_for(lambda: len(list(tmp_path.glob("*.jsonl"))) == 1)  # files open on the writer thread
     files = sorted(tmp_path.glob("*.jsonl"))
-    assert len(files) == 1 and wait_for(lambda: read_episodes(files[0])[0].end is not None)
+    assert wait_for(lambda: read_episodes(files[0])[0].end is not None)
     actions = [r.frame["action"] for r in read_episodes(files[0])[0].frames if r.tag == "step"]
     assert actions == [
         {"tool": "write", "arguments": {"key": "answer", "text": "42"}},

@@ -124,8 +124,9 @@ async def test_tool_calls_are_recorded_and_replay(start_server, tmp_path):
         with pytest.raises(ValidationError):
             await env.call_tool("write", {})
         await env.call_tool("finish")
+    assert wait_for(lambda: len(list(tmp_path.glob("*.jsonl"))) == 1)  # files open on the writer thread
     files = sorted(tmp_path.glob("*.jsonl"))
-    assert len(files) == 1 and wait_for(lambda: read_episodes(files[0])[0].end is not None)
+    assert wait_for(lambda: read_episodes(files[0])[0].end is not None)
     frames = read_episodes(files[0])[0].frames
     steps = [r.frame["action"] for r in frames if r.tag == "step"]
     assert steps == [
