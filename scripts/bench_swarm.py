@@ -39,7 +39,6 @@ from openenv_ws.errors import OpenEnvWSError  # noqa: E402
 from openenv_ws.ids import node_of  # noqa: E402
 from tests.swarm_lab import (  # noqa: E402
     NODES,
-    STACK,
     build_images,
     deploy,
     down,
@@ -48,6 +47,7 @@ from tests.swarm_lab import (  # noqa: E402
     lab,
     node_url,
     on_node,
+    server_container,
     up,
     wait,
     wait_serving,
@@ -59,12 +59,6 @@ CPUACCT = Path("/sys/fs/cgroup/cpuacct")
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
-def server_container(n: int) -> str:
-    return on_node(
-        n, "ps", "-q", "--no-trunc", "--filter", f"label=com.docker.swarm.service.name={STACK}_server"
-    ).stdout.strip()
 
 
 def cpu_seconds(n: int) -> tuple[float, float]:

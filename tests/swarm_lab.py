@@ -123,15 +123,28 @@ def wait_serving(nodes: tuple[int, ...], timeout: float = 180) -> dict[int, str]
     """Wait until exactly ``nodes`` serve and list each other; returns their server instances."""
     names = [f"oe-n{n}" for n in nodes]
     wait(lambda: all((health(n) or {}).get("status") == "ok" for n in nodes), timeout, "a server on every node")
+    instances: dict[int, str] = {}
 
-    def listed() -> bool:
+    def serving() -> bool:
+        """Every node lists the others and answers with its instance (read together: Swarm may be
+        replacing a server meanwhile)."""
         try:
-            return [e["name"] for e in get(nodes[0], "/v1/cluster").json()["nodes"]] == names
+            if [e["name"] for e in get(nodes[0], "/v1/cluster").json()["nodes"]] != names:
+                return False
+            instances.update({n: (health(n) or {})["backend"]["instance"] for n in nodes})
+            return True
         except (httpx.HTTPError, ValueError, KeyError):
             return False
 
-    wait(listed, 60, f"{names} in the cluster view")
-    return {n: (health(n) or {})["backend"]["instance"] for n in nodes}
+    wait(serving, 60, f"{names} in the cluster view, each answering")
+    return instances
+
+
+def server_container(n: int) -> str:
+    """The id of the server container running on node ``n`` (empty while it has none)."""
+    return on_node(
+        n, "ps", "-q", "--no-trunc", "--filter", f"label=com.docker.swarm.service.name={STACK}_server"
+    ).stdout.strip()
 
 
 def down() -> list[str]:

@@ -39,6 +39,7 @@ from .swarm_lab import (
     lab,
     node_url,
     on_node,
+    server_container,
     up,
     wait,
     wait_serving,
@@ -232,4 +233,90 @@ def test_a_rolling_update_fails_no_episode(swarm):
     print(
         f"\nswarm lab: rolling update of 3 nodes in {updated['seconds']:.0f} s; {len(records)} episodes, "
         f"{handed_back} run again after a hand-back"
+    )
+
+
+def test_a_killed_server_costs_only_its_own_episodes_and_its_replacement_removes_what_it_left(swarm):
+    before = wait_serving(NODES, timeout=120)
+    killed_at: list[float] = []
+
+    async def kill_node_3s_server_mid_episode() -> None:
+        with anyio.fail_after(60):
+            while not (await anyio.to_thread.run_sync(health, 3) or {}).get("sessions"):
+                await anyio.sleep(0.1)
+        await anyio.sleep(0.5)
+        killed_at.append(time.time())
+        killed = await anyio.to_thread.run_sync(lambda: on_node(3, "kill", server_container(3)))
+        assert killed.returncode == 0, killed.stderr
+
+    async def episodes_while_killing():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(kill_node_3s_server_mid_episode)
+            return await run_episodes(
+                node_url(1), "echo", slow_policy(0.1), episodes=18, concurrency=9, max_steps=40, multiplex=1
+            )
+
+    records = anyio.run(episodes_while_killing)
+    assert all(r.ok for r in records), [r.error for r in records if not r.ok]
+    retried = [r for r in records if len(r.tries) > 1]
+    assert retried, "no episode was running on the killed server"
+    for record in retried:
+        first = record.tries[0]
+        assert node_of(first.session_id or "") == "oe-n3" and first.error, first
+        assert first.ended_at - killed_at[0] <= LOST_WITHIN + 2.0  # a dead server is found as soon as a lost node
+    untouched = [r for r in records if node_of(r.tries[0].session_id or "") != "oe-n3"]
+    assert untouched and all(len(r.tries) == 1 for r in untouched)
+
+    # Swarm starts another server on node 3; it removes the killed one's sandbox containers.
+    after = wait_serving(NODES, timeout=120)
+    assert after[3] != before[3] and after[1] == before[1] and after[2] == before[2], (before, after)
+    label = f"label=openenv-ws.server={before[3]}"
+    wait(lambda: not on_node(3, "ps", "-aq", "--filter", label).stdout.strip(), 120, "its sandboxes gone")
+    detected = max(r.tries[0].ended_at for r in retried) - killed_at[0]
+    print(f"\nswarm lab: node 3's server killed -> its {len(retried)} episodes failed in {detected:.1f} s, ran again")
+
+
+def test_a_killed_engine_costs_only_its_nodes_episodes_and_the_node_serves_again_once_it_restarts(swarm):
+    before = wait_serving(NODES, timeout=120)
+    restarted: dict[str, float] = {}
+
+    async def kill_node_3s_engine_then_start_it() -> None:
+        with anyio.fail_after(60):
+            while not (await anyio.to_thread.run_sync(health, 3) or {}).get("sessions"):
+                await anyio.sleep(0.1)
+        await anyio.sleep(0.5)
+        await anyio.to_thread.run_sync(lambda: lab("kill", "3"))
+        await anyio.sleep(8)
+        await anyio.to_thread.run_sync(lambda: lab("start", "3"))
+        restarted["at"] = time.monotonic()
+        await anyio.to_thread.run_sync(lambda: wait_serving(NODES, timeout=180))
+        restarted["serving"] = time.monotonic()
+
+    async def episodes_until_node_3_serves_again() -> list:
+        records: list = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(kill_node_3s_engine_then_start_it)
+            with anyio.fail_after(400):
+                while "serving" not in restarted:
+                    records += await run_episodes(
+                        node_url(1), "echo", slow_policy(0.1), episodes=9, concurrency=9, max_steps=30, retries=5
+                    )
+        return records
+
+    records = anyio.run(episodes_until_node_3_serves_again)
+    assert records and all(r.ok for r in records), [r.tries for r in records if not r.ok]
+    # Only node 3's sessions may fail (a sandbox that cannot be inspected, the server stopped by the
+    # engine's restart), each with an error the client runs again; its sessions may also just go on
+    # (the server and the sandboxes keep running under their shims while the engine is down).
+    failed = [t for r in records for t in r.tries if t.error]
+    assert all(node_of(t.session_id or "") in ("oe-n3", None) for t in failed), failed
+    assert all(len(r.tries) == 1 for r in records if node_of(r.tries[0].session_id or "") in ("oe-n1", "oe-n2"))
+    after = wait_serving(NODES, timeout=120)
+    assert after[1] == before[1] and after[2] == before[2], (before, after)  # the other servers went on
+    assert after[3] != before[3]  # the engine's restart stopped node 3's server; Swarm started another
+    label = f"label=openenv-ws.server={before[3]}"
+    wait(lambda: not on_node(3, "ps", "-aq", "--filter", label).stdout.strip(), 120, "its sandboxes gone")
+    print(
+        f"\nswarm lab: node 3's engine killed for 8 s -> {len(records)} episodes, {len(failed)} tries failed; "
+        f"node 3 served again {restarted['serving'] - restarted['at']:.1f} s after its engine started"
     )
