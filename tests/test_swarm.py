@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import httpx
@@ -107,6 +108,52 @@ def swarm() -> Iterator[Swarm]:
         assert down() == [], "the lab left something behind"
 
 
+async def _once_node_3_holds_sessions() -> None:
+    """Wait (bounded) until node 3 holds sessions, then half a second more: mid-episode."""
+    with anyio.fail_after(60):
+        while not (await anyio.to_thread.run_sync(health, 3) or {}).get("sessions"):
+            await anyio.sleep(0.1)
+    await anyio.sleep(0.5)
+
+
+async def _episodes_in_rounds(disturb: Callable[[], Awaitable[None]], done: Callable[[], bool], **options) -> list:
+    """Rounds of ``run_episodes`` from node 1 (echo, 0.1 s a step) while ``disturb()`` runs, until ``done()``."""
+    records: list = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(disturb)
+        with anyio.fail_after(400):
+            while not done():
+                records += await run_episodes(node_url(1), "echo", slow_policy(0.1), **options)
+    return records
+
+
+async def _episodes_with_node_3_faulted(fault: Callable[[], Any]) -> tuple[list, float]:
+    """18 episodes from node 1 with ``fault()`` done to node 3 mid-episode: every episode ends well,
+    only node 3's fail (within the client's bound) and run again. Returns those, and when the fault was."""
+    fault_at: list[float] = []
+
+    async def fault_node_3_mid_episode() -> None:
+        await _once_node_3_holds_sessions()
+        fault_at.append(time.time())
+        await anyio.to_thread.run_sync(fault)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(fault_node_3_mid_episode)
+        records = await run_episodes(
+            node_url(1), "echo", slow_policy(0.1), episodes=18, concurrency=9, max_steps=40, multiplex=1
+        )
+    assert all(r.ok for r in records), [r.error for r in records if not r.ok]
+    retried = [r for r in records if len(r.tries) > 1]
+    assert retried, "no episode was running on node 3"
+    for record in retried:
+        first = record.tries[0]
+        assert node_of(first.session_id or "") == "oe-n3" and first.error, first
+        assert first.ended_at - fault_at[0] <= LOST_WITHIN + 2.0  # the bound, plus slack for 3 nodes on 2 cores
+    untouched = [r for r in records if node_of(r.tries[0].session_id or "") != "oe-n3"]
+    assert untouched and all(len(r.tries) == 1 for r in untouched)
+    return retried, fault_at[0]
+
+
 def test_every_node_serves_its_share_from_its_own_engine(swarm):
     view = get(2, "/v1/cluster").json()
     assert {e["name"]: e["url"] for e in view["nodes"]} == {f"oe-n{n}": node_url(n) for n in NODES}
@@ -132,37 +179,14 @@ def test_every_node_serves_its_share_from_its_own_engine(swarm):
 
 
 def test_a_cut_node_costs_only_its_own_episodes_and_serves_again_once_healed(swarm):
-    cut_at: list[float] = []
-
-    async def cut_node_3_mid_episode() -> None:
-        with anyio.fail_after(60):
-            while not (await anyio.to_thread.run_sync(health, 3) or {}).get("sessions"):
-                await anyio.sleep(0.1)
-        await anyio.sleep(0.5)
-        cut_at.append(time.time())
-        await anyio.to_thread.run_sync(lambda: lab("cut", "3"))
-
-    async def episodes_while_cutting():
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(cut_node_3_mid_episode)
-            return await run_episodes(
-                node_url(1), "echo", slow_policy(0.1), episodes=18, concurrency=9, max_steps=40, multiplex=1
-            )
-
-    records = anyio.run(episodes_while_cutting)
-    assert all(r.ok for r in records), [r.error for r in records if not r.ok]
-    retried = [r for r in records if len(r.tries) > 1]
-    assert retried, "no episode was running on the cut node"
+    retried, cut_at = anyio.run(_episodes_with_node_3_faulted, lambda: lab("cut", "3"))
     lost_sessions = []
     for record in retried:
         first, *later = record.tries
-        assert node_of(first.session_id or "") == "oe-n3" and "NodeLostError" in (first.error or ""), first
-        assert first.ended_at - cut_at[0] <= LOST_WITHIN + 2.0  # the bound, plus slack for 3 nodes on 2 cores
+        assert "NodeLostError" in (first.error or ""), first
         assert all(node_of(t.session_id or "") in ("oe-n1", "oe-n2") for t in later)
         lost_sessions.append(first.session_id)
-    untouched = [r for r in records if node_of(r.tries[0].session_id or "") != "oe-n3"]
-    assert untouched and all(len(r.tries) == 1 for r in untouched)
-    detected = max(r.tries[0].ended_at for r in retried) - cut_at[0]
+    detected = max(r.tries[0].ended_at for r in retried) - cut_at
 
     lab("heal", "3")
     healed = time.monotonic()
@@ -213,18 +237,11 @@ def test_a_rolling_update_fails_no_episode(swarm):
         assert result.returncode == 0, result.stderr.decode()
         updated["seconds"] = time.monotonic() - started
 
-    async def episodes_during_the_update() -> list:
-        records: list = []
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(update_every_server)
-            with anyio.fail_after(400):
-                while "seconds" not in updated:
-                    records += await run_episodes(
-                        node_url(1), "echo", slow_policy(0.1), episodes=12, concurrency=6, max_steps=15, multiplex=1
-                    )
-        return records
-
-    records = anyio.run(episodes_during_the_update)
+    records = anyio.run(
+        lambda: _episodes_in_rounds(
+            update_every_server, lambda: "seconds" in updated, episodes=12, concurrency=6, max_steps=15, multiplex=1
+        )
+    )
     assert records and all(r.ok for r in records), [r.tries for r in records if not r.ok]
     # The update has converged; the last server replaced may still be starting (loaded machine).
     after = wait_serving(NODES, timeout=120)
@@ -238,41 +255,14 @@ def test_a_rolling_update_fails_no_episode(swarm):
 
 def test_a_killed_server_costs_only_its_own_episodes_and_its_replacement_removes_what_it_left(swarm):
     before = wait_serving(NODES, timeout=120)
-    killed_at: list[float] = []
-
-    async def kill_node_3s_server_mid_episode() -> None:
-        with anyio.fail_after(60):
-            while not (await anyio.to_thread.run_sync(health, 3) or {}).get("sessions"):
-                await anyio.sleep(0.1)
-        await anyio.sleep(0.5)
-        killed_at.append(time.time())
-        killed = await anyio.to_thread.run_sync(lambda: on_node(3, "kill", server_container(3)))
-        assert killed.returncode == 0, killed.stderr
-
-    async def episodes_while_killing():
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(kill_node_3s_server_mid_episode)
-            return await run_episodes(
-                node_url(1), "echo", slow_policy(0.1), episodes=18, concurrency=9, max_steps=40, multiplex=1
-            )
-
-    records = anyio.run(episodes_while_killing)
-    assert all(r.ok for r in records), [r.error for r in records if not r.ok]
-    retried = [r for r in records if len(r.tries) > 1]
-    assert retried, "no episode was running on the killed server"
-    for record in retried:
-        first = record.tries[0]
-        assert node_of(first.session_id or "") == "oe-n3" and first.error, first
-        assert first.ended_at - killed_at[0] <= LOST_WITHIN + 2.0  # a dead server is found as soon as a lost node
-    untouched = [r for r in records if node_of(r.tries[0].session_id or "") != "oe-n3"]
-    assert untouched and all(len(r.tries) == 1 for r in untouched)
+    retried, killed_at = anyio.run(_episodes_with_node_3_faulted, lambda: on_node(3, "kill", server_container(3)))
 
     # Swarm starts another server on node 3; it removes the killed one's sandbox containers.
     after = wait_serving(NODES, timeout=120)
     assert after[3] != before[3] and after[1] == before[1] and after[2] == before[2], (before, after)
     label = f"label=openenv-ws.server={before[3]}"
     wait(lambda: not on_node(3, "ps", "-aq", "--filter", label).stdout.strip(), 120, "its sandboxes gone")
-    detected = max(r.tries[0].ended_at for r in retried) - killed_at[0]
+    detected = max(r.tries[0].ended_at for r in retried) - killed_at
     print(f"\nswarm lab: node 3's server killed -> its {len(retried)} episodes failed in {detected:.1f} s, ran again")
 
 
@@ -281,10 +271,7 @@ def test_a_killed_engine_costs_only_its_nodes_episodes_and_the_node_serves_again
     restarted: dict[str, float] = {}
 
     async def kill_node_3s_engine_then_start_it() -> None:
-        with anyio.fail_after(60):
-            while not (await anyio.to_thread.run_sync(health, 3) or {}).get("sessions"):
-                await anyio.sleep(0.1)
-        await anyio.sleep(0.5)
+        await _once_node_3_holds_sessions()
         await anyio.to_thread.run_sync(lambda: lab("kill", "3"))
         await anyio.sleep(8)
         await anyio.to_thread.run_sync(lambda: lab("start", "3"))
@@ -292,18 +279,16 @@ def test_a_killed_engine_costs_only_its_nodes_episodes_and_the_node_serves_again
         await anyio.to_thread.run_sync(lambda: wait_serving(NODES, timeout=180))
         restarted["serving"] = time.monotonic()
 
-    async def episodes_until_node_3_serves_again() -> list:
-        records: list = []
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(kill_node_3s_engine_then_start_it)
-            with anyio.fail_after(400):
-                while "serving" not in restarted:
-                    records += await run_episodes(
-                        node_url(1), "echo", slow_policy(0.1), episodes=9, concurrency=9, max_steps=30, retries=5
-                    )
-        return records
-
-    records = anyio.run(episodes_until_node_3_serves_again)
+    records = anyio.run(
+        lambda: _episodes_in_rounds(
+            kill_node_3s_engine_then_start_it,
+            lambda: "serving" in restarted,
+            episodes=9,
+            concurrency=9,
+            max_steps=30,
+            retries=5,
+        )
+    )
     assert records and all(r.ok for r in records), [r.tries for r in records if not r.ok]
     # Only node 3's sessions may fail (a sandbox that cannot be inspected, the server stopped by the
     # engine's restart), each with an error the client runs again; its sessions may also just go on
