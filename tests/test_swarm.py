@@ -266,6 +266,15 @@ def test_a_killed_server_costs_only_its_own_episodes_and_its_replacement_removes
     print(f"\nswarm lab: node 3's server killed -> its {len(retried)} episodes failed in {detected:.1f} s, ran again")
 
 
+def _node_3_offers_nothing() -> bool:
+    """Node 3's server says its engine is unreachable, and the cluster view gives it no free capacity."""
+    try:
+        entry = next(e for e in get(1, "/v1/cluster").json()["nodes"] if e["name"] == "oe-n3")
+    except (httpx.HTTPError, ValueError, KeyError, StopIteration):
+        return False
+    return entry["free"] == 0 and (health(3) or {}).get("backend", {}).get("engine_reachable") == 0
+
+
 def test_a_killed_engine_costs_only_its_nodes_episodes_and_the_node_serves_again_once_it_restarts(swarm):
     before = wait_serving(NODES, timeout=120)
     restarted: dict[str, float] = {}
@@ -273,7 +282,10 @@ def test_a_killed_engine_costs_only_its_nodes_episodes_and_the_node_serves_again
     async def kill_node_3s_engine_then_start_it() -> None:
         await _once_node_3_holds_sessions()
         await anyio.to_thread.run_sync(lambda: lab("kill", "3"))
-        await anyio.sleep(8)
+        killed = time.monotonic()
+        # Its server sees its engine gone and offers no capacity, so clients start nothing there.
+        await anyio.to_thread.run_sync(lambda: wait(_node_3_offers_nothing, 7, "node 3 offering no capacity"))
+        await anyio.sleep(max(0.0, 8 - (time.monotonic() - killed)))
         await anyio.to_thread.run_sync(lambda: lab("start", "3"))
         restarted["at"] = time.monotonic()
         await anyio.to_thread.run_sync(lambda: wait_serving(NODES, timeout=180))

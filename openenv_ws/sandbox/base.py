@@ -111,6 +111,12 @@ class Backend(ABC):
         """
         task_status.started()
 
+    def can_start(self) -> bool:
+        """Whether a sandbox could start now. False when what starts them is gone (the Docker engine
+        does not answer): the server then reports no free capacity, so a cluster's clients place new
+        sessions on other nodes while this one's running sessions go on."""
+        return True
+
     def wanted(self, spec: EnvSpec) -> None:
         """A session of ``spec`` was asked for (called on arrival, before it waits for a start slot).
 

@@ -932,7 +932,7 @@ class SessionManager:
             "detached": sum(1 for s in self.sessions.values() if s.state.phase == "detached"),
             "opening": self.opening,
             "max_sessions": self.config.max_sessions,
-            "capacity_left": max(0, self.config.max_sessions - held - self.opening),
+            "capacity_left": max(0, self.config.max_sessions - held - self.opening) if self.backend.can_start() else 0,
             **({"restart": self.restart} if self.restart else {}),
         }
 

@@ -458,10 +458,14 @@ class DockerBackend(Backend):
     def image_of(self, spec: EnvSpec) -> str | None:
         return image_for(spec, self.image)
 
+    def can_start(self) -> bool:
+        return self._monitor is not None and self._monitor.connected and not self._closing
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "instance": self.owner.instance,
+            "engine_reachable": int(self._monitor is not None and self._monitor.connected),
             "runtime": self.runtime.name,
             "default_runtime": self.runtime.default,
             "containers": len(self._live),

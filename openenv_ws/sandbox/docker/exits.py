@@ -43,6 +43,9 @@ class ExitMonitor:
         self._stream: Any = None
         self._closed = False
         self._since: int | None = None
+        self.connected = False
+        """Subscribed to the engine's events now: False from the stream's end until a new subscription
+        (the engine is down or restarting, so no container can start either)."""
 
     def watch(self, container_id: str) -> ExitWatch:
         """Start watching (before the container starts, so no exit can be missed)."""
@@ -61,6 +64,7 @@ class ExitMonitor:
             task_status.started()
             while not self._closed:
                 await anyio.to_thread.run_sync(self._read, limiter=limiter, abandon_on_cancel=True)
+                self.connected = False
                 if self._closed:
                     break
                 log.warning("docker event stream ended; re-subscribing in %.1fs", delay)
@@ -83,6 +87,7 @@ class ExitMonitor:
             return client.api.events(filters=self._filters, since=self._since, decode=True)
 
         self._stream = await anyio.to_thread.run_sync(subscribe, limiter=limiter)
+        self.connected = True
 
     async def _close_stream(self) -> None:
         stream, self._stream = self._stream, None
