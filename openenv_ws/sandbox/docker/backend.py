@@ -458,14 +458,19 @@ class DockerBackend(Backend):
     def image_of(self, spec: EnvSpec) -> str | None:
         return image_for(spec, self.image)
 
+    @property
+    def engine_reachable(self) -> bool:
+        """The engine answers: the exit monitor is subscribed to its events."""
+        return self._monitor is not None and self._monitor.connected
+
     def can_start(self) -> bool:
-        return self._monitor is not None and self._monitor.connected and not self._closing
+        return self.engine_reachable and not self._closing
 
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "instance": self.owner.instance,
-            "engine_reachable": int(self._monitor is not None and self._monitor.connected),
+            "engine_reachable": int(self.engine_reachable),
             "runtime": self.runtime.name,
             "default_runtime": self.runtime.default,
             "containers": len(self._live),
