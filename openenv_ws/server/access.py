@@ -148,3 +148,8 @@ async def open_as(connection: HTTPConnection, frame: Open, sink: FrameSink) -> S
     """Open (or resume) the session ``frame`` asks for, as whoever is at ``connection``: every adapter's way in."""
     access: SessionAccess = connection.app.state.access
     return await access.open(connection, frame, sink)
+
+
+def open_failure(exc: Exception) -> str:
+    """What a client is told when :func:`open_as` failed unexpectedly (the server's log has the traceback)."""
+    return f"opening the session failed: {type(exc).__name__}: {exc}"

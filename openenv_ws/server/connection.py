@@ -32,7 +32,7 @@ from ..protocol import (
     json_to_msgpack,
     msgpack_to_json,
 )
-from .access import open_as
+from .access import open_as, open_failure
 from .sessions import Session, SessionManager
 
 log = logging.getLogger("openenv_ws.server")
@@ -225,7 +225,7 @@ async def open_session(manager: SessionManager, conn: Connection) -> Session | N
         return None
     except Exception as exc:
         log.exception("opening a session failed")
-        await conn.send_frame(Error(seq=frame.seq, code=ErrorCode.INTERNAL, message=str(exc), fatal=True))
+        await conn.send_frame(Error(seq=frame.seq, code=ErrorCode.INTERNAL, message=open_failure(exc), fatal=True))
         await conn.close(1011, "internal error")
         return None
     await conn.send_frame(session.opened_frame(frame.seq, resumed=bool(frame.session_id)))

@@ -35,7 +35,7 @@ from ..protocol import (
     encode_batch,
     guess_seq,
 )
-from .access import open_as
+from .access import open_as, open_failure
 from .connection import CLOSE_TRY_AGAIN_LATER
 from .sessions import Session, SessionManager
 
@@ -218,7 +218,7 @@ class MuxConnection:
             return
         except Exception as exc:
             log.exception("opening a multiplexed session failed")
-            self._error(channel.number, ErrorCode.INTERNAL, str(exc), frame.seq, fatal=True)
+            self._error(channel.number, ErrorCode.INTERNAL, open_failure(exc), frame.seq, fatal=True)
             await channel.close()
             return
         channel.session = session
