@@ -1,21 +1,19 @@
 """An open that fails for a reason the server did not foresee: the client is told what failed.
 
-The app runs in a real uvicorn server on a loopback port, with a backend whose ``open`` raises what
-no backend should (an ``OSError``): the session fails with an ``internal`` error that names the
-exception, on its own connection and on a multiplexed one, and the server goes on serving.
+The app runs in a real uvicorn server on a loopback port (``local_server``), with a backend whose
+``open`` raises what no backend should (an ``OSError``): the session fails with an ``internal``
+error that names the exception, on its own connection and on a multiplexed one, and the server
+goes on serving.
 """
 
 from __future__ import annotations
 
-import socket
-
 import anyio
 import pytest
-import uvicorn
 
 from openenv_ws import OpenEnvWSError, connect, multiplex
 from openenv_ws.sandbox.inprocess import InProcessBackend
-from openenv_ws.server.app import create_app
+from openenv_ws.server.local import local_server
 
 
 class OpensFailing(InProcessBackend):
@@ -32,22 +30,9 @@ class OpensFailing(InProcessBackend):
         return await super().open(spec, options)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def test_an_unforeseen_open_failure_names_its_exception_and_the_server_goes_on():
-    port = _free_port()
-    app = create_app("echo", backend=OpensFailing(failures=2))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", lifespan="on"))
-    url = f"ws://127.0.0.1:{port}"
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve)
+    async with local_server(["echo"], backend=OpensFailing(failures=2)) as url:
         with anyio.fail_after(30):
-            while not server.started:
-                await anyio.sleep(0.02)
             with pytest.raises(OpenEnvWSError) as own:
                 async with connect(url, "echo", reconnect_attempts=0):
                     pass
@@ -57,7 +42,6 @@ async def test_an_unforeseen_open_failure_names_its_exception_and_the_server_goe
             async with connect(url, "echo") as env:  # the next open works: nothing was left broken
                 await env.reset()
                 assert (await env.step({"message": "after"})).observation["echoed_message"] == "after"
-        server.should_exit = True
     for raised in (own.value, muxed.value):
         assert raised.code == "internal"
         assert "opening the session failed: FileExistsError: [Errno 17] File exists" in str(raised), str(raised)

@@ -17,6 +17,7 @@ import anyio
 import uvicorn
 
 from ..registry import EnvSpec
+from ..sandbox import Backend
 from .app import create_app
 from .config import ServerConfig
 from .run import uvicorn_config
@@ -41,7 +42,7 @@ class _Server(uvicorn.Server):
 async def local_server(
     envs: list[str | EnvSpec],
     *,
-    backend: str = "inprocess",
+    backend: str | Backend = "inprocess",
     config: ServerConfig | None = None,
     log_level: str = "warning",
 ) -> AsyncIterator[str]:
